@@ -1,0 +1,107 @@
+"""Benchmark the aeria market: auction time vs bidders, and the batched sweep path vs naive Tune.
+
+    python3 bench/aeria.py                 # full: auctions up to 100,000 bidders, 10,000-config sweep
+    python3 bench/aeria.py --quick         # smaller sweep, for a smoke test
+
+Prints, measured side by side in one run (this machine is noisy; compare ratios, not seconds):
+1. seconds for one AERIA auction (and for drawing the market) at 1,000 / 10,000 / 100,000
+   bidders; target: under 1 s at 100,000.
+2. configurations per second of `orchestrator sweep` with batched trials (sweep.batch_size) against
+   naive one-configuration-per-Tune-trial sweeps, through the real CLI, Ray Tune and MLflow;
+   target: 10,000 configurations in under 60 s on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from orchestrator.cli import main as cli  # noqa: E402
+from orchestrator.config import load_experiment  # noqa: E402
+from workloads.aeria.market import generate_market  # noqa: E402
+from workloads.aeria.mechanisms import aeria  # noqa: E402
+from workloads.aeria.profiles import load_profiles  # noqa: E402
+
+SWEEP = REPO / "experiments" / "aeria" / "sweep.yaml"
+
+
+def time_auctions(sizes: list[int], repeats: int = 5) -> list[dict]:
+    """Median seconds of one AERIA auction on one service's n bidders, and of drawing the market."""
+    cfg = load_experiment(SWEEP).aeria
+    profiles = [load_profiles(cfg.profiles_path())[cfg.service_names()[0]]]
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        t0 = time.perf_counter()
+        market = generate_market(profiles, n, rng, cfg.values, cfg.users, cfg.edge)
+        draw = time.perf_counter() - t0
+        ok = market.feasible
+        net = market.bid[ok] - market.cost[ok]
+        times = []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            aeria(net, cfg.consensus_base, np.random.default_rng(r), cfg.reserve_price,
+                  market.cost[ok])
+            times.append(time.perf_counter() - t0)
+        rows.append({"bidders": n, "feasible": int(ok.sum()), "auction_s": statistics.median(times),
+                     "market_draw_s": draw})
+    return rows
+
+
+def time_sweep(num_samples: int, batch_size: int, label: str) -> dict:
+    """Wall seconds of one `orchestrator sweep` (Ray already up) and its configurations/second."""
+    grid = len(load_experiment(SWEEP).sweep.params.get("aeria.consensus_base", {}).get("grid", [1]))
+    configs = grid * num_samples * batch_size
+    t0 = time.perf_counter()
+    code = cli(["sweep", str(SWEEP), f"sweep.num_samples={num_samples}",
+                f"sweep.batch_size={batch_size}", f"mlflow.experiment=bench-{label}"])
+    seconds = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"the {label} sweep failed (exit {code})")
+    return {"path": label, "trials": grid * num_samples, "configs": configs, "seconds": seconds,
+            "configs_per_s": configs / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1,000-config sweep instead of 10,000")
+    args = parser.parse_args()
+    import ray
+
+    print("== one auction (AERIA, one service) ==")
+    for row in time_auctions([1_000, 10_000, 100_000]):
+        print(f"{row['bidders']:>8,d} bidders ({row['feasible']:>7,d} feasible): auction "
+              f"{row['auction_s']:.4f} s, market draw {row['market_draw_s']:.4f} s")
+
+    target = 1_000 if args.quick else 10_000
+    grid = len(load_experiment(SWEEP).sweep.params.get("aeria.consensus_base", {}).get("grid", [1]))
+    batch = 500
+    samples = max(1, target // (grid * batch))
+    naive_samples = 4 if args.quick else 10
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+        batched = time_sweep(samples, batch, "batched")
+        naive = time_sweep(naive_samples, 1, "naive")
+        ray.shutdown()
+    print("\n== sweep: batched trials vs one Tune trial per configuration ==")
+    for r in (batched, naive):
+        print(f"{r['path']:>8}: {r['configs']:>6,d} configs in {r['trials']:>3d} trials, "
+              f"{r['seconds']:7.1f} s, {r['configs_per_s']:8.1f} configs/s")
+    ratio = batched["configs_per_s"] / naive["configs_per_s"]
+    print(f"batched / naive throughput: {ratio:.1f}x; naive would need "
+          f"{batched['configs'] / naive['configs_per_s']:.0f} s for {batched['configs']:,d} configs")
+
+
+if __name__ == "__main__":
+    main()

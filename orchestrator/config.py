@@ -1,0 +1,330 @@
+"""Load an experiment YAML, apply `key=value` overrides and validate it against typed dataclasses.
+
+Every bad input is turned into one `ConfigError` that names the key path, what was wrong and what
+is allowed. The CLI prints it as a single line and exits 2, before Ray or MLflow are touched.
+
+Config dataclasses declare their knobs with `knob(...)`: a default, a one-line help text and the
+constraints (`ge`, `gt`, `le`, `lt`, `choices`, `must_exist`) that `build` checks. A dataclass may
+also define `validate(self)` for rules that span several fields; it raises `ConfigError` with a key
+relative to itself and `build` prefixes the path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """One bad input: `key` is the dotted path, `problem` what is wrong, `allowed` the fix."""
+
+    def __init__(self, key: str, problem: str, allowed: str | None = None):
+        self.key, self.problem, self.allowed = key, problem, allowed
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        tail = f"; {self.allowed}" if self.allowed else ""
+        return f"config error at '{self.key}': {self.problem}{tail}"
+
+    def under(self, prefix: str) -> "ConfigError":
+        key = f"{prefix}.{self.key}" if prefix and self.key else (prefix or self.key)
+        return ConfigError(key, self.problem, self.allowed)
+
+
+def knob(default: Any = dataclasses.MISSING, help: str = "", *, ge=None, gt=None, le=None,
+         lt=None, choices: tuple | list | None = None, must_exist: bool = False,
+         factory: Any = None) -> Any:
+    """A config field with its help text and the constraints `build` enforces."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt,
+            "choices": tuple(choices) if choices else None, "must_exist": must_exist}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- common sections
+@dataclass
+class RayConfig:
+    address: Optional[str] = knob(None, "Ray cluster to join ('auto', 'ray://host:10001'); "
+                                        "null starts a local Ray. RAY_ADDRESS overrides it.")
+    num_cpus: int = knob(2, "CPUs a local Ray may use", ge=1)
+    num_gpus: int = knob(0, "GPUs a local Ray may use", ge=0)
+    include_dashboard: bool = knob(False, "start Ray's dashboard with a local Ray")
+    dashboard_host: str = knob("127.0.0.1", "interface the dashboard binds to")
+    log_to_driver: bool = knob(False, "forward worker stdout/stderr to the console")
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = knob("sqlite:///mlflow.db", "MLflow store; MLFLOW_TRACKING_URI overrides it")
+    experiment: Optional[str] = knob(None, "MLflow experiment; default '<workload>-<config name>'")
+    run_name: Optional[str] = knob(None, "name of the parent run; default: the config's file name")
+    artifact_root: Optional[str] = knob(None, "artifact location for new experiments; default "
+                                              "'mlartifacts/' beside a SQLite store")
+
+
+SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+@dataclass
+class SweepConfig:
+    metric: str = knob("", "metric the search optimises (a key the workload's trial returns)")
+    mode: str = knob("max", "optimise towards", choices=("max", "min"))
+    num_samples: int = knob(1, "Tune samples (grid points are repeated num_samples times)", ge=1)
+    search_alg: str = knob("random", "search algorithm", choices=("random", "optuna"))
+    scheduler: str = knob("fifo", "trial scheduler", choices=("fifo", "asha", "median"))
+    max_concurrent_trials: Optional[int] = knob(None, "cap on trials running at once", ge=1)
+    batch_size: int = knob(1, "configurations one trial evaluates: grid axes come from Tune, "
+                              "sampled axes are drawn batch_size times inside the trial", ge=1)
+    params: dict = knob({}, "dotted config key -> {grid|choice: [..]} or "
+                            "{uniform|loguniform|randint: [low, high]}")
+
+    def validate(self) -> None:
+        if self.batch_size > 1 and self.search_alg != "random":
+            raise ConfigError("batch_size", "batching needs search_alg 'random'",
+                              "set sweep.batch_size=1 or sweep.search_alg=random")
+
+
+@dataclass
+class ExperimentBase:
+    """Sections every experiment has; the workload's own section is added by `experiment_schema`."""
+
+    workload: str = knob(dataclasses.MISSING, "registered workload name (see `orchestrator list`)")
+    seed: int = knob(0, "seed for every random choice of the run", ge=0)
+    ray: RayConfig = knob(factory=RayConfig)
+    mlflow: MlflowConfig = knob(factory=MlflowConfig)
+    sweep: SweepConfig = knob(factory=SweepConfig)
+
+    @property
+    def section(self) -> Any:
+        """The workload's own typed section (`cfg.aeria` for workload 'aeria')."""
+        return getattr(self, self.workload)
+
+
+
+def experiment_schema(name: str, section_cls: type) -> type:
+    """The full typed experiment for one workload: the common sections plus `name: section_cls`."""
+    return dataclasses.make_dataclass(
+        f"{section_cls.__name__}Experiment",
+        [(name, section_cls, field(default_factory=section_cls))], bases=(ExperimentBase,))
+
+
+# --------------------------------------------------------------------------- building
+def build(cls: type, data: Any, path: str = "") -> Any:
+    """Turn plain YAML data into an instance of dataclass `cls`, or raise one ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(path or "<root>", f"expected a mapping, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(_join(path, key), "unknown key", _did_you_mean(str(key), fields))
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = _join(path, name)
+        if name in data:
+            values[name] = _check(coerce(hints[name], data[name], key), f.metadata, key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key, "missing required key", f.metadata.get("help") or None)
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        try:
+            obj.validate()
+        except ConfigError as err:
+            raise err.under(path) from None
+    return obj
+
+
+def coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against type `tp` (int widens to float, nothing else converts)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(inner[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {_kind(value)}")
+        item = args[0] if args else Any
+        return [coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {_kind(value)}")
+        item = args[1] if len(args) == 2 else Any
+        return {k: coerce(item, v, _join(key, str(k))) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {_kind(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {_kind(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number, got {_kind(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {_kind(value)}")
+    raise TypeError(f"config type {tp!r} at {key} is not supported")
+
+
+def _check(value: Any, meta: typing.Mapping, key: str) -> Any:
+    """Enforce a knob's constraints; lists are checked item by item."""
+    if isinstance(value, list) and (meta.get("choices") or _has_bounds(meta)):
+        for i, v in enumerate(value):
+            _check(v, meta, f"{key}[{i}]")
+        return value
+    if value is None:
+        return value
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(key, f"'{value}' is not allowed",
+                          f"choose one of: {', '.join(map(str, choices))}"
+                          + _did_you_mean_suffix(str(value), choices))
+    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        b = meta.get(bound)
+        if b is not None and isinstance(value, (int, float)) and not ok(value, b):
+            raise ConfigError(key, f"{value} is out of range", f"must be {word} {b}")
+    if meta.get("must_exist") and not Path(os.path.expanduser(str(value))).exists():
+        raise ConfigError(key, f"no such file or directory: {value}",
+                          "give an existing path (relative paths start at the working directory)")
+    return value
+
+
+def _has_bounds(meta: typing.Mapping) -> bool:
+    return any(meta.get(b) is not None for b in ("ge", "gt", "le", "lt"))
+
+
+# --------------------------------------------------------------------------- loading
+def read_yaml(path: str | Path, overrides: typing.Sequence[str] = ()) -> dict:
+    """Read YAML with OmegaConf, merge dotlist overrides, resolve interpolations: plain data."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), "no such config file",
+                          "give a YAML path, e.g. experiments/aeria/quickstart.yaml")
+    try:
+        base = OmegaConf.load(p)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(str(path), f"malformed YAML{where}: {problem}",
+                          "fix the YAML syntax") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(path), f"unreadable config: {err}".splitlines()[0]) from None
+    if not OmegaConf.is_dict(base):
+        raise ConfigError(str(path), "the file must hold a mapping of sections",
+                          "start with 'workload: <name>'")
+    for ov in overrides:
+        if "=" not in ov or ov.startswith("="):
+            raise ConfigError(ov, "an override must look like key=value",
+                              "e.g. aeria.num_users=5000")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "<overrides>"
+        raise ConfigError(str(key), str(err).splitlines()[0]) from None
+
+
+def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> Any:
+    """The one config loader: YAML + overrides -> validated, typed experiment config."""
+    from orchestrator import registry
+
+    data = read_yaml(path, overrides)
+    name = data.get("workload")
+    if name is None:
+        raise ConfigError("workload", "missing required key",
+                          f"known workloads: {', '.join(registry.names())}")
+    if not isinstance(name, str):
+        raise ConfigError("workload", f"expected a string, got {_kind(name)}")
+    workload = registry.get(name)
+    cfg = build(experiment_schema(name, workload.config_cls), data)
+    if cfg.sweep.params:
+        from orchestrator.sweepspec import parse_params
+        parse_params(cfg)  # raises ConfigError on a bad sweep spec
+    return cfg
+
+
+# --------------------------------------------------------------------------- serialising
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {'a.b.c': leaf}; lists stay leaves (MLflow params are strings anyway)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = _join(prefix, str(k))
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def leaf_fields(cls: type, prefix: str = "") -> dict[str, tuple[Any, typing.Mapping]]:
+    """Every settable leaf of a config dataclass: dotted path -> (type, knob metadata)."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, tp = _join(prefix, f.name), hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(leaf_fields(tp, key))
+        else:
+            out[key] = (tp, f.metadata)
+    return out
+
+
+def check_value(tp: Any, meta: typing.Mapping, value: Any, key: str) -> Any:
+    """Type-check and constraint-check one value as `build` would (used for sweep values)."""
+    return _check(coerce(tp, value, key), meta, key)
+
+
+# --------------------------------------------------------------------------- messages
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return type(value).__name__
+    return f"{type(value).__name__} {value!r}"
+
+
+def _did_you_mean(word: str, known: typing.Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"{hint}known keys: {', '.join(known)}"
+
+
+def _did_you_mean_suffix(word: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

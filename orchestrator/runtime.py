@@ -1,0 +1,79 @@
+"""Connecting to Ray, and running pure functions over many items as Ray tasks.
+
+Address resolution: `RAY_ADDRESS` in the environment (set by `ray job submit`), else `ray.address`
+from the config, else a Ray already running on this machine, else a new local Ray with the
+configured CPU count. A Ray that is already initialised in this process is reused and left running.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+from orchestrator.config import RayConfig
+from orchestrator.progress import progress
+
+log = logging.getLogger(__name__)
+
+QUIET_ENV = {
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60",
+}
+
+
+def resolve_address(cfg: RayConfig) -> str | None:
+    return os.environ.get("RAY_ADDRESS") or cfg.address
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[None]:
+    """Join or start Ray for the duration of a command; shut down only a Ray we started."""
+    import ray
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        yield
+        return
+    common = dict(logging_level=logging.ERROR, log_to_driver=cfg.log_to_driver)
+    address = resolve_address(cfg)
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, **common)
+    elif not _join_running_local_ray(common):
+        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+                 include_dashboard=cfg.include_dashboard, dashboard_host=cfg.dashboard_host,
+                 **common)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _join_running_local_ray(common: dict) -> bool:
+    """Join a Ray started with `ray start` on this machine, so we never start a second one."""
+    import ray
+
+    try:
+        ray.init(address="auto", **common)
+    except (ConnectionError, RuntimeError):
+        return False
+    log.info("joined the Ray already running on this machine")
+    return True
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "tasks",
+                 num_cpus: float = 1) -> list[Any]:
+    """`[fn(x) for x in items]` as Ray tasks (retried if a worker dies), with a progress bar."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_retries=3)(fn)
+    refs = [remote.remote(item) for item in items]
+    pending = list(refs)
+    with progress(len(refs), desc) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            bar.advance(len(done))
+    return ray.get(refs)

@@ -1,0 +1,229 @@
+"""Every MLflow call of the project lives here.
+
+One parent run per `run`/`sweep` invocation; one child run per compared method or Tune trial,
+linked by the `mlflow.parentRunId` tag so the UI nests them. All writes happen in the driver
+process through an explicit `MlflowClient`, which keeps a SQLite store free of concurrent writers.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import numbers
+import os
+import re
+import subprocess
+import time
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from orchestrator.config import ConfigError, flatten, to_dict, to_yaml
+from orchestrator.registry import REPO_ROOT
+
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "orchestrator.kind"          # run | sweep | child | trial
+PACKAGES = ("ray", "torch", "mlflow", "omegaconf", "numpy", "transformers", "deepspeed")
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.I)
+MAX_PARAM_CHARS = 6000
+
+
+def tracking_uri(cfg_uri: str) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg_uri
+
+
+def check_store(uri: str) -> None:
+    """Fail before anything starts if a SQLite store's folder does not exist."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError("mlflow.tracking_uri", f"folder {folder} does not exist",
+                              "create it or use sqlite:///mlflow.db")
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+class RunTracker:
+    """One MLflow run: params, metrics, figures, tables; `child(name)` nests a run under it."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str):
+        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+
+    # ---- logging
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], _param_value(k, v)) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict, step: Optional[int] = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if isinstance(v, numbers.Real)]  # numpy scalars and bools too
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_figure(self, fig: Any, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, fig, name)
+        plt.close(fig)
+
+    def log_table(self, rows: Sequence[dict], name: str) -> None:
+        self.client.log_text(self.run_id, rows_to_csv(rows), name)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    # ---- nesting
+    def start_child(self, name: str, kind: str = "child") -> "RunTracker":
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={PARENT_TAG: self.run_id, KIND_TAG: kind})
+        return RunTracker(self.client, run.info.run_id, self.experiment_id)
+
+    @contextlib.contextmanager
+    def child(self, name: str, kind: str = "child") -> Iterator["RunTracker"]:
+        """A nested run that ends FINISHED, or FAILED with its traceback attached."""
+        run = self.start_child(name, kind)
+        with run.finishing():
+            yield run
+
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[None]:
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end("KILLED", traceback.format_exc())
+            raise
+        except BaseException:
+            self.end("FAILED", traceback.format_exc())
+            raise
+        self.end("FINISHED")
+
+    def end(self, status: str, error: str | None = None) -> None:
+        if error:
+            self.log_text(error, "error/traceback.txt")
+        self.client.set_terminated(self.run_id, status)
+
+
+@contextlib.contextmanager
+def parent_run(cfg: Any, config_path: str, kind: str) -> Iterator[RunTracker]:
+    """Open the invocation's parent run and log everything that makes it reproducible."""
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    client = _client(uri)
+    name = cfg.mlflow.experiment or f"{cfg.workload}-{Path(config_path).stem}"
+    experiment_id = _experiment_id(client, name, uri, cfg.mlflow.artifact_root)
+    run_name = cfg.mlflow.run_name or f"{Path(config_path).stem}-{kind}"
+    run = client.create_run(experiment_id, run_name=run_name, tags={
+        KIND_TAG: kind, "orchestrator.workload": cfg.workload,
+        "orchestrator.config_path": str(config_path), "mlflow.source.git.commit": git_commit()})
+    tracker = RunTracker(client, run.info.run_id, experiment_id)
+    with tracker.finishing():
+        tracker.log_params(to_dict(cfg))
+        tracker.log_text(to_yaml(cfg), "config.yaml")
+        tracker.log_text(json.dumps(package_versions(), indent=2), "versions.json")
+        tracker.set_tags({f"version.{k}": v for k, v in package_versions().items()})
+        yield tracker
+
+
+def _experiment_id(client: Any, name: str, uri: str, artifact_root: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    if artifact_root is None and uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        artifact_root = str(db.parent / "mlartifacts")
+    location = f"{Path(artifact_root).resolve().as_uri()}/{name}" if artifact_root and \
+        "://" not in artifact_root else (f"{artifact_root}/{name}" if artifact_root else None)
+    return client.create_experiment(name, artifact_location=location)
+
+
+def ui_command(cfg_uri: str) -> str:
+    """The command that opens the MLflow UI on this store (bound to loopback)."""
+    uri = tracking_uri(cfg_uri)
+    if uri.startswith("sqlite:///"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().resolve())
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+# --------------------------------------------------------------------------- reading back
+def latest_children(cfg_uri: str, experiment: str) -> tuple[dict, list[dict]]:
+    """The latest parent run of `experiment` and its children as rows: name, status, metrics."""
+    client = _client(tracking_uri(cfg_uri))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        known = [e.name for e in client.search_experiments()]
+        raise ConfigError("EXPERIMENT", f"no MLflow experiment named '{experiment}'",
+                          f"known: {', '.join(sorted(known)) or 'none yet'}")
+    parents = client.search_runs([exp.experiment_id], f"tags.`{KIND_TAG}` IN ('run', 'sweep')",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise ConfigError("EXPERIMENT", f"experiment '{experiment}' has no parent run yet")
+    parent = parents[0]
+    children = client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                                  order_by=["attributes.start_time ASC"], max_results=10000)
+    rows = [{"run": c.info.run_name, "status": c.info.status, **_round(c.data.metrics)}
+            for c in children]
+    return {"run_id": parent.info.run_id, "name": parent.info.run_name,
+            "status": parent.info.status}, rows
+
+
+# --------------------------------------------------------------------------- helpers
+def rows_to_csv(rows: Sequence[dict]) -> str:
+    from orchestrator.workload import rows_to_columns
+
+    columns = list(rows_to_columns(rows))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip() or "unknown"
+    return commit + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _param_value(key: str, value: Any) -> str:
+    if SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        return "***"
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text[:MAX_PARAM_CHARS]
+
+
+def _round(metrics: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+            for k, v in sorted(metrics.items())}

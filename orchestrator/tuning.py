@@ -1,0 +1,188 @@
+"""Ray Tune around `Workload.trial`: the YAML sweep spec becomes a Tuner; each trial a child run.
+
+Batching (for cheap simulators): with `sweep.batch_size: B`, each Tune trial evaluates B
+configurations. The grid axes are fixed per trial by Tune; every sampled axis (choice, uniform,
+loguniform, randint) is drawn B times inside the trial from a generator seeded by the trial's own
+Tune-sampled values, so the run is reproducible. The trial calls `Workload.trial_batch` (vectorised
+when the workload provides it) and reports the best configuration of its batch as its metrics and
+the whole batch as `batch.csv` in its child run. 10,000 configurations are then 10,000 / B trials.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.config import build, experiment_schema, flatten, to_dict
+from orchestrator.progress import progress
+from orchestrator.sweepspec import Dim, parse_params, with_values
+from orchestrator.workload import TrialContext
+
+log = logging.getLogger(__name__)
+BATCH_KEY = "batch"
+STATE_DIR = Path(".orchestrator") / "ray_results"
+
+
+def run_sweep(cfg: Any, parent: Any) -> list[dict]:
+    """Run the sweep of `cfg` under `parent`; returns one row per trial (params + metrics)."""
+    from ray import tune
+
+    dims = parse_params(cfg)
+    trainable = tune.with_resources(
+        tune.with_parameters(evaluate_trial, base=to_dict(cfg), dims=dims,
+                             batch_size=cfg.sweep.batch_size), {"cpu": 1})
+    total = cfg.sweep.num_samples * math.prod(len(d.values) for d in dims if not d.sampled)
+    with progress(total, "trials") as bar:
+        callback = TrialRecorder(parent, cfg.sweep.metric, bar)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(dims),
+            tune_config=tune.TuneConfig(
+                metric=cfg.sweep.metric, mode=cfg.sweep.mode, num_samples=cfg.sweep.num_samples,
+                search_alg=search_algorithm(cfg), scheduler=scheduler(cfg.sweep.scheduler),
+                max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=True),
+            run_config=tune.RunConfig(name=f"sweep-{parent.run_id}", verbose=0,
+                                      storage_path=str(STATE_DIR.resolve()),
+                                      callbacks=[callback]))
+        results = tuner.fit()
+    if results.errors:
+        raise RuntimeError(f"{len(results.errors)} of {len(results)} trials failed; "
+                           f"see the FAILED child runs. First error: {results.errors[0]}")
+    return callback.rows
+
+
+def param_space(dims: list[Dim]) -> dict:
+    """Nested Tune search space: {'aeria': {'reserve_price': tune.uniform(0, 2)}}."""
+    from ray import tune
+
+    make = {"grid": lambda d: tune.grid_search(list(d.values)),
+            "choice": lambda d: tune.choice(list(d.values)),
+            "uniform": lambda d: tune.uniform(d.low, d.high),
+            "loguniform": lambda d: tune.loguniform(d.low, d.high),
+            "randint": lambda d: tune.randint(int(d.low), int(d.high) + 1)}  # Tune: high exclusive
+    space: dict = {}
+    for d in dims:
+        *parents, last = d.path.split(".")
+        node = space
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = make[d.kind](d)
+    return space
+
+
+def search_algorithm(cfg: Any) -> Any:
+    if cfg.sweep.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=cfg.seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=cfg.seed)
+
+
+def scheduler(name: str) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    return {"fifo": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[name]()
+
+
+# --------------------------------------------------------------------------- inside a trial
+def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int) -> None:
+    """One Tune trial: build the batch of typed configs, evaluate it, report the best."""
+    from ray import tune
+
+    from orchestrator import registry
+
+    workload = registry.get(base["workload"])
+    schema = experiment_schema(workload.name, workload.config_cls)
+    batch = batch_values(flatten(config), dims, batch_size)
+    cfgs = [build(schema, with_values(base, values)) for values in batch]
+    metrics = workload.evaluate_batch(cfgs, TrialContext(seed=cfgs[0].seed))
+    tune.report(best_of_batch(batch, metrics, base["sweep"]["metric"], base["sweep"]["mode"]))
+
+
+def batch_values(tuned: dict, dims: list[Dim], batch_size: int) -> list[dict]:
+    """Tune's point first, then batch_size - 1 points with the sampled axes redrawn."""
+    seed = zlib.crc32(repr(sorted(tuned.items())).encode())
+    rng = np.random.default_rng(seed)
+    sampled = [d for d in dims if d.sampled]
+    return [tuned] + [{**tuned, **{d.path: d.sample(rng) for d in sampled}}
+                      for _ in range(batch_size - 1)]
+
+
+def best_of_batch(batch: list[dict], metrics: list[dict], metric: str, mode: str) -> dict:
+    if any(metric not in m for m in metrics):
+        raise KeyError(f"sweep.metric '{metric}' is not among the trial's metrics: "
+                       f"{', '.join(sorted(metrics[0]))}")
+    pick = max if mode == "max" else min
+    best = pick(range(len(metrics)), key=lambda i: metrics[i][metric])
+    result = {**metrics[best], "batch_size": len(batch),
+              **{f"best.{k}": v for k, v in batch[best].items()}}
+    if len(batch) > 1:
+        # a JSON string: Tune's loggers take strings quietly but warn on lists
+        result[BATCH_KEY] = json.dumps([{**values, **m} for values, m in zip(batch, metrics)])
+    return result
+
+
+# --------------------------------------------------------------------------- in the driver
+def _tune_callback_base() -> type:
+    from ray.tune import Callback
+
+    return Callback
+
+
+class TrialRecorder(_tune_callback_base()):
+    """Tune callback (driver side): a child run per trial with its params, metrics and batch."""
+
+    def __init__(self, parent: Any, metric: str, bar: Any):
+        self.parent, self.metric, self.bar = parent, metric, bar
+        self.children: dict[str, Any] = {}
+        self.last: dict[str, dict] = {}
+        self.rows: list[dict] = []
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        child = self.parent.start_child(f"trial-{len(self.children):04d}", kind="trial")
+        child.log_params(trial.config)
+        child.set_tags({"tune.trial_id": trial.trial_id})
+        self.children[trial.trial_id] = child
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        child = self.children[trial.trial_id]
+        child.log_metrics({k: v for k, v in result.items() if _is_metric(k, v)},
+                          step=result.get("training_iteration"))
+        self.last[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        child, result = self.children[trial.trial_id], self.last.get(trial.trial_id, {})
+        if result.get(BATCH_KEY):
+            child.log_table(json.loads(result[BATCH_KEY]), "batch.csv")
+        child.end("FINISHED")
+        self.rows.append({"trial": child.client.get_run(child.run_id).info.run_name,
+                          **flatten(trial.config),
+                          **{k: v for k, v in result.items() if _is_metric(k, v)}})
+        self.bar.advance()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = _read(getattr(trial, "error_file", None)) or "trial failed (no error file)"
+        self.children[trial.trial_id].end("FAILED", error)
+        self.bar.advance()
+
+
+_TUNE_BOOKKEEPING = ("training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+                     "time_since_restore", "iterations_since_restore", "done")
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and key not in _TUNE_BOOKKEEPING and not key.startswith("best."))
+
+
+def _read(path: Any) -> str:
+    try:
+        return Path(path).read_text() if path else ""
+    except OSError:
+        return ""

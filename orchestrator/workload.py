@@ -1,0 +1,91 @@
+"""The one seam between the core and a workload.
+
+A workload is a package exposing one `Workload` object (see `workloads/aeria/__init__.py`):
+
+    WORKLOAD = Workload(name="aeria", config_cls=AeriaConfig, run=run, trial=trial)
+
+* `run(cfg, ctx)` runs a full experiment. It decides what to compare and opens one child run per
+  compared method with `ctx.tracker.child(name)`; it returns a results table (a list of dicts, one
+  row per method) that the core logs as CSV and prints.
+* `trial(cfg, ctx)` (optional) evaluates one configuration for a Tune sweep and returns its metrics.
+* `trial_batch(cfgs, ctx)` (optional) evaluates many configurations in one call, for workloads whose
+  trials are cheap (vectorised simulators); without it the core loops over `trial`.
+
+`cfg` is the validated, typed experiment (`cfg.seed`, `cfg.section` is the workload's own
+dataclass). Workload algorithms stay plain functions; only `run`/`trial` see the context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+Metrics = dict[str, float]
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    config_cls: type
+    run: Callable[[Any, "RunContext"], list[Row]]
+    trial: Optional[Callable[[Any, "TrialContext"], Metrics]] = None
+    trial_batch: Optional[Callable[[Sequence[Any], "TrialContext"], list[Metrics]]] = None
+    description: str = ""
+
+    def evaluate_batch(self, cfgs: Sequence[Any], ctx: "TrialContext") -> list[Metrics]:
+        """Metrics for each configuration: vectorised if the workload can, else one by one."""
+        if self.trial_batch is not None:
+            return self.trial_batch(cfgs, ctx)
+        if self.trial is None:
+            raise TypeError(f"workload {self.name!r} cannot be swept: it defines no trial()")
+        return [self.trial(c, ctx) for c in cfgs]
+
+
+@dataclass
+class TrialContext:
+    """What a sweep trial may use: its seed and a generator made from it (no tracking, no Ray)."""
+
+    seed: int
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+@dataclass
+class RunContext:
+    """The core's services handed to `Workload.run`.
+
+    tracker:        the parent MLflow run; `tracker.child(name)` opens a nested run per method
+    progress:       `with ctx.progress(total, "rounds") as bar: bar.advance()`
+    map:            `ctx.map(fn, items)` runs a pure function over items as Ray tasks, in order
+    checkpoint_dir: a directory that survives the run, for checkpoints and resumable state
+    """
+
+    cfg: Any
+    tracker: Any
+    progress: Callable[..., Any]
+    map: Callable[..., list]
+    checkpoint_dir: Path
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """A fresh generator from the run's seed: the same seed gives the same draws."""
+        return np.random.default_rng(self.cfg.seed)
+
+
+def rows_to_columns(rows: Iterable[Row]) -> dict[str, list]:
+    """[{a:1,b:2},{a:3}] -> {a:[1,3], b:[2,None]}: the shape CSV writers and plots want."""
+    rows = list(rows)
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    return {k: [r.get(k) for r in rows] for k in keys}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs everything the project needs into the current Python; a no-op once done.
+# Order matters: torch==2.13.0 first (the CPU build; anything that depends on torch then finds it
+# satisfied and pip pulls no multi-GB CUDA build), then deepspeed without build isolation (it is an
+# sdist whose isolated build would download its own torch), then this package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY="${PYTHON:-python3}"
+stamp=".orchestrator/installed-$(cat pyproject.toml setup.sh | cksum | cut -d' ' -f1)"
+has() { "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" "$@"; }
+if [ -f "$stamp" ] && has orchestrator ray mlflow torch deepspeed pytest; then
+  exit 0
+fi
+pip_install() { PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+has torch || pip_install "torch==2.13.0"
+has deepspeed || pip_install --no-build-isolation "deepspeed>=0.19.8,<0.20"
+pip_install -e ".[test]"
+mkdir -p .orchestrator && rm -f .orchestrator/installed-* && touch "$stamp"
