@@ -19,6 +19,7 @@ from typing import Sequence
 
 from orchestrator.config import ConfigError, load_experiment
 from orchestrator.progress import console, setup_logging
+from orchestrator.workload import rows_to_columns
 
 log = logging.getLogger("orchestrator")
 
@@ -131,15 +132,21 @@ def _print_summary(rows: list[dict], cfg, run_id: str) -> None:
 def _print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
-    from orchestrator.workload import rows_to_columns
-
     table = Table()
     columns = rows_to_columns(rows)
     for name in columns:
-        table.add_column(name, overflow="fold")
+        table.add_column(name, no_wrap=True)
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
+    if not console.is_terminal:
+        console.width = 400  # in logs and pipes: never crop cells
     console.print(table)
+
+
+def _transposed(rows: list[dict]) -> list[dict]:
+    """One row per metric and one column per run: wide metric sets stay readable in a terminal."""
+    keys = [k for k in rows_to_columns(rows) if k != "run"]
+    return [{"metric": k, **{str(r["run"]): r.get(k) for r in rows}} for k in keys]
 
 
 def _fmt(value) -> str:
@@ -167,7 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     parent, rows = latest_children(args.tracking_uri, args.experiment)
     console.print(f"{args.experiment}: parent run {parent['name']} ({parent['run_id']}, "
                   f"{parent['status']}), {len(rows)} child runs")
-    _print_table(rows)
+    _print_table(_transposed(rows) if len(rows[0] if rows else ()) > 10 else rows)
     out = Path(args.out or f"compare_{args.experiment}.csv")
     out.write_text(rows_to_csv(rows))
     console.print(f"wrote {out}")

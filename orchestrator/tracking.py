@@ -26,6 +26,7 @@ from orchestrator.registry import REPO_ROOT
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "orchestrator.kind"          # run | sweep | child | trial
+ROLE_TAG = "orchestrator.role"          # parent | child
 PACKAGES = ("ray", "torch", "mlflow", "omegaconf", "numpy", "transformers", "deepspeed")
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.I)
 MAX_PARAM_CHARS = 6000
@@ -93,7 +94,8 @@ class RunTracker:
     # ---- nesting
     def start_child(self, name: str, kind: str = "child") -> "RunTracker":
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={PARENT_TAG: self.run_id, KIND_TAG: kind})
+                                     tags={PARENT_TAG: self.run_id, KIND_TAG: kind,
+                                           ROLE_TAG: "child"})
         return RunTracker(self.client, run.info.run_id, self.experiment_id)
 
     @contextlib.contextmanager
@@ -130,7 +132,7 @@ def parent_run(cfg: Any, config_path: str, kind: str) -> Iterator[RunTracker]:
     experiment_id = _experiment_id(client, name, uri, cfg.mlflow.artifact_root)
     run_name = cfg.mlflow.run_name or f"{Path(config_path).stem}-{kind}"
     run = client.create_run(experiment_id, run_name=run_name, tags={
-        KIND_TAG: kind, "orchestrator.workload": cfg.workload,
+        KIND_TAG: kind, ROLE_TAG: "parent", "orchestrator.workload": cfg.workload,
         "orchestrator.config_path": str(config_path), "mlflow.source.git.commit": git_commit()})
     tracker = RunTracker(client, run.info.run_id, experiment_id)
     with tracker.finishing():
@@ -170,7 +172,7 @@ def latest_children(cfg_uri: str, experiment: str) -> tuple[dict, list[dict]]:
         known = [e.name for e in client.search_experiments()]
         raise ConfigError("EXPERIMENT", f"no MLflow experiment named '{experiment}'",
                           f"known: {', '.join(sorted(known)) or 'none yet'}")
-    parents = client.search_runs([exp.experiment_id], f"tags.`{KIND_TAG}` IN ('run', 'sweep')",
+    parents = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
         raise ConfigError("EXPERIMENT", f"experiment '{experiment}' has no parent run yet")

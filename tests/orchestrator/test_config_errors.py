@@ -36,7 +36,7 @@ CASES = {
     "sweep_uniform_on_integer": (SWEEP, ["sweep.params.aeria.num_users={uniform: [10,20]}"], ["is an integer", "randint"]),
     "sweep_grid_value_out_of_range": (SWEEP, ["sweep.params.aeria.consensus_base={grid: [0.5,2]}"], ["consensus_base.grid[0]", "> 1"]),
     "sweep_batch_needs_random_search": (SWEEP, ["sweep.search_alg=optuna", "sweep.batch_size=10"], ["'sweep.batch_size'", "search_alg 'random'"]),
-    "sweep_without_metric": (SWEEP, ["sweep.metric="], ["'sweep.metric'", "missing"]),
+    "sweep_without_metric": (SWEEP, ["sweep.metric=''"], ["'sweep.metric'", "missing"]),
 }
 
 

@@ -1,0 +1,1 @@
+"""Helpers shared by several workloads (data loaders that know no workload)."""
