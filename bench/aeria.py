@@ -28,33 +28,45 @@ sys.path.insert(0, str(REPO))
 from orchestrator.cli import main as cli  # noqa: E402
 from orchestrator.config import load_experiment  # noqa: E402
 from workloads.aeria.market import generate_market  # noqa: E402
-from workloads.aeria.mechanisms import aeria  # noqa: E402
+from workloads.aeria.mechanisms import aeria, run_mechanism  # noqa: E402
 from workloads.aeria.profiles import load_profiles  # noqa: E402
+from workloads.aeria.workload import mechanism_params  # noqa: E402
 
 SWEEP = REPO / "experiments" / "aeria" / "sweep.yaml"
 
 
 def time_auctions(sizes: list[int], repeats: int = 5) -> list[dict]:
-    """Median seconds of one AERIA auction on one service's n bidders, and of drawing the market."""
+    """Median seconds of one AERIA auction among exactly n bidders (one service), of drawing an
+    n-user market over all four services, and of AERIA over that whole market."""
     cfg = load_experiment(SWEEP).aeria
-    profiles = [load_profiles(cfg.profiles_path())[cfg.service_names()[0]]]
+    profiles = list(load_profiles(cfg.profiles_path()).values())
     rows = []
     for n in sizes:
-        rng = np.random.default_rng(0)
-        t0 = time.perf_counter()
-        market = generate_market(profiles, n, rng, cfg.values, cfg.users, cfg.edge)
-        draw = time.perf_counter() - t0
-        ok = market.feasible
-        net = market.bid[ok] - market.cost[ok]
-        times = []
-        for r in range(repeats):
-            t0 = time.perf_counter()
-            aeria(net, cfg.consensus_base, np.random.default_rng(r), cfg.reserve_price,
-                  market.cost[ok])
-            times.append(time.perf_counter() - t0)
-        rows.append({"bidders": n, "feasible": int(ok.sum()), "auction_s": statistics.median(times),
-                     "market_draw_s": draw})
+        market = generate_market(profiles, n * 3, np.random.default_rng(0), cfg.values,
+                                 cfg.users, cfg.edge)
+        ok = np.flatnonzero(market.feasible)[:n]            # exactly n bidders that can be served
+        net, cost = market.bid[ok] - market.cost[ok], market.cost[ok]
+        auction = _median_seconds(lambda r: aeria(net, cfg.consensus_base, r, cfg.reserve_price,
+                                                  cost), repeats)
+        draw = _median_seconds(lambda r: generate_market(profiles, n, r, cfg.values, cfg.users,
+                                                         cfg.edge), repeats)
+        full = generate_market(profiles, n, np.random.default_rng(1), cfg.values, cfg.users,
+                               cfg.edge)
+        params = mechanism_params(cfg)
+        whole = _median_seconds(lambda r: run_mechanism("aeria", full, params, r), repeats)
+        rows.append({"bidders": n, "auction_s": auction, "market_draw_s": draw,
+                     "market_auction_s": whole})
     return rows
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for r in range(repeats):
+        rng = np.random.default_rng(r)
+        t0 = time.perf_counter()
+        fn(rng)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def time_sweep(num_samples: int, batch_size: int, label: str) -> dict:
@@ -79,14 +91,15 @@ def main() -> None:
 
     print("== one auction (AERIA, one service) ==")
     for row in time_auctions([1_000, 10_000, 100_000]):
-        print(f"{row['bidders']:>8,d} bidders ({row['feasible']:>7,d} feasible): auction "
-              f"{row['auction_s']:.4f} s, market draw {row['market_draw_s']:.4f} s")
+        print(f"{row['bidders']:>8,d} bidders: one auction {row['auction_s']:.4f} s | "
+              f"{row['bidders']:,d}-user market: draw {row['market_draw_s']:.4f} s, "
+              f"AERIA over its 4 services {row['market_auction_s']:.4f} s")
 
     target = 1_000 if args.quick else 10_000
     grid = len(load_experiment(SWEEP).sweep.params.get("aeria.consensus_base", {}).get("grid", [1]))
     batch = 500
-    samples = max(1, target // (grid * batch))
-    naive_samples = 4 if args.quick else 10
+    samples = -(-target // (grid * batch))  # ceil: at least `target` configurations
+    naive_samples = 4 if args.quick else 20
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,

@@ -94,7 +94,7 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     except Exception:
         log.exception("the %s failed; its MLflow run is marked FAILED", kind)
         return 1
-    _print_summary(rows, cfg, parent.run_id)
+    _print_summary(rows if kind == "run" else _best_trials(rows, cfg), cfg, parent.run_id)
     return 0
 
 
@@ -118,6 +118,15 @@ def _run_sweep(cfg, parent) -> list[dict]:
     parent.log_metrics({f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
     parent.set_tags({"best_trial": best["trial"]})
     return rows
+
+
+def _best_trials(rows: list[dict], cfg, top: int = 10) -> list[dict]:
+    """The sweep's best trials, with only the swept values and the metric (all is in MLflow)."""
+    from orchestrator.sweepspec import parse_params
+
+    keys = ["trial", *(d.path for d in parse_params(cfg)), cfg.sweep.metric]
+    ranked = sorted(rows, key=lambda r: r[cfg.sweep.metric], reverse=cfg.sweep.mode == "max")
+    return [{k: r.get(k) for k in keys} for r in ranked[:top]]
 
 
 def _print_summary(rows: list[dict], cfg, run_id: str) -> None:

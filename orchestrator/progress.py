@@ -54,6 +54,9 @@ def progress(total: int, description: str) -> Iterator[_RichBar | _PlainBar]:
 
 def setup_logging(verbose: bool = False) -> None:
     """Our logs at INFO (DEBUG with -v); the libraries' chatter at WARNING."""
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("ray", "mlflow", "alembic", "urllib3", "filelock", "matplotlib", "numexpr"):
