@@ -1,8 +1,8 @@
 """Connecting to Ray, and running pure functions over many items as Ray tasks.
 
 Address resolution: `RAY_ADDRESS` in the environment (set by `ray job submit`), else `ray.address`
-from the config, else a Ray already running on this machine, else a new local Ray with the
-configured CPU count. A Ray that is already initialised in this process is reused and left running.
+from the config, else a Ray started on this machine with `ray start`, else a new local Ray with
+the configured CPU count. A Ray that is already initialised in this process is reused and left running.
 """
 from __future__ import annotations
 
@@ -53,14 +53,24 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
 
 
 def _join_running_local_ray(common: dict) -> bool:
-    """Join a Ray started with `ray start` on this machine, so we never start a second one."""
-    import ray
+    """Join a Ray started with `ray start` on this machine, so we never start a second one.
 
-    try:
-        ray.init(address="auto", **common)
-    except (ConnectionError, RuntimeError):
+    Only `ray start` writes the address file; another program's in-process Ray is not joined
+    (it would vanish when that program exits, taking our tasks with it).
+    """
+    import ray
+    from ray._private.utils import read_ray_address
+
+    address = read_ray_address()
+    if not address:
         return False
-    log.info("joined the Ray already running on this machine")
+    try:
+        ray.init(address=address, **common)
+    except (ConnectionError, RuntimeError) as err:
+        log.warning("the Ray recorded by `ray start` at %s is gone (%s); starting a local one",
+                    address, err)
+        return False
+    log.info("joined the Ray started by `ray start` at %s", address)
     return True
 
 

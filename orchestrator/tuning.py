@@ -52,7 +52,30 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
     if results.errors:
         raise RuntimeError(f"{len(results.errors)} of {len(results)} trials failed; "
                            f"see the FAILED child runs. First error: {results.errors[0]}")
+    parent.log_table(callback.configurations, "configurations.csv")
+    for d in dims:
+        parent.log_figure(metric_against(callback.configurations, d, cfg.sweep.metric),
+                          f"sweep_{d.path}.png")
     return callback.rows
+
+
+def metric_against(rows: list[dict], dim: Dim, metric: str) -> Any:
+    """Scatter of the sweep metric over one swept key, every evaluated configuration a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r[dim.path] for r in rows]
+    ax.scatter(xs if dim.kind not in ("grid", "choice") else [str(x) for x in xs],
+               [r[metric] for r in rows], s=8, alpha=0.5)
+    if dim.kind == "loguniform":
+        ax.set_xscale("log")
+    ax.set(xlabel=dim.path, ylabel=metric, title=f"{metric} over {dim.path} ({len(rows)} configs)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def param_space(dims: list[Dim]) -> dict:
@@ -142,7 +165,8 @@ class TrialRecorder(_tune_callback_base()):
         self.parent, self.metric, self.bar = parent, metric, bar
         self.children: dict[str, Any] = {}
         self.last: dict[str, dict] = {}
-        self.rows: list[dict] = []
+        self.rows: list[dict] = []             # one per trial: its best configuration
+        self.configurations: list[dict] = []   # every configuration evaluated, batches unrolled
 
     def on_trial_start(self, iteration, trials, trial, **info):
         child = self.parent.start_child(f"trial-{len(self.children):04d}", kind="trial")
@@ -158,12 +182,16 @@ class TrialRecorder(_tune_callback_base()):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         child, result = self.children[trial.trial_id], self.last.get(trial.trial_id, {})
-        if result.get(BATCH_KEY):
-            child.log_table(json.loads(result[BATCH_KEY]), "batch.csv")
+        best = {k[len("best."):]: v for k, v in result.items() if k.startswith("best.")}
+        metrics = {k: v for k, v in result.items() if _is_metric(k, v)}
+        batch = json.loads(result[BATCH_KEY]) if result.get(BATCH_KEY) else [{**best, **metrics}]
+        if len(batch) > 1:
+            child.log_table(batch, "batch.csv")
+            child.log_params({f"best.{k}": v for k, v in best.items()})
         child.end("FINISHED")
-        self.rows.append({"trial": child.client.get_run(child.run_id).info.run_name,
-                          **flatten(trial.config),
-                          **{k: v for k, v in result.items() if _is_metric(k, v)}})
+        name = child.client.get_run(child.run_id).info.run_name
+        self.rows.append({"trial": name, **best, **metrics})
+        self.configurations += [{"trial": name, **row} for row in batch]
         self.bar.advance()
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -77,6 +77,10 @@ def test_sweep_leaves_one_child_run_per_trial_with_its_batch(workdir):
     assert all(t.info.status == "FINISHED" and "revenue_aeria" in t.data.metrics for t in trials)
     batch = client.download_artifacts(trials[0].info.run_id, "batch.csv")
     assert len(Path(batch).read_text().splitlines()) == 1 + 5
+    configs = client.download_artifacts(parent.info.run_id, "configurations.csv")
+    assert len(Path(configs).read_text().splitlines()) == 1 + 5 * len(trials)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "sweep_aeria.reserve_price.png" in artifacts
 
 
 def test_a_run_that_raises_exits_1_and_its_run_is_failed_with_the_traceback(workdir, monkeypatch):

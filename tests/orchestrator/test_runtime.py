@@ -1,0 +1,41 @@
+"""Ray connection rules: join what is reachable, start only when nothing is."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.config import RayConfig, flatten
+from orchestrator.runtime import parallel_map, resolve_address
+from tests.conftest import QUICKSTART, REPO
+
+
+def test_ray_address_env_overrides_the_config(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert resolve_address(RayConfig(address="auto")) == "10.0.0.1:6379"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert resolve_address(RayConfig(address="auto")) == "auto"
+    assert resolve_address(RayConfig()) is None
+
+
+@pytest.mark.slow
+def test_parallel_map_keeps_item_order(local_ray):
+    items = [{"a": {"b": i}} for i in range(5)]
+    assert parallel_map(flatten, items, desc="flatten") == [{"a.b": i} for i in range(5)]
+
+
+@pytest.mark.slow
+def test_a_run_with_ray_address_joins_that_cluster_instead_of_starting_one(local_ray, workdir):
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_ADDRESS": address, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(QUICKSTART), "aeria.user_counts=[100]",
+         "aeria.num_seeds=1", "aeria.check_properties=false"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"joining the Ray cluster at {address}" in out.stderr
+    assert len(ray.nodes()) == 1, "no second Ray node may appear"
