@@ -1,0 +1,52 @@
+"""Communication accounting from real tensor sizes, and the simulated wall-clock of a round."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from orchestrator.federated.population import Population
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor / array inside `obj` (dicts, lists, tuples nest)."""
+    if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
+        return int(obj.element_size() * obj.nelement())
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, Mapping):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+@dataclass
+class DeviceReport:
+    """What one device did in one round (everything the ledger and the clock need)."""
+
+    device: int
+    bytes_up: int
+    bytes_down: int
+    flops: float
+    num_samples: int
+    metrics: dict = field(default_factory=dict)
+
+
+def device_seconds(report: DeviceReport, population: Population) -> float:
+    """Download + local compute + upload time of one device, from its profile."""
+    d = report.device
+    return (report.bytes_down * 8 / (population.downlink_mbps[d] * 1e6)
+            + report.flops / (population.speed_gflops[d] * 1e9)
+            + report.bytes_up * 8 / (population.uplink_mbps[d] * 1e6))
+
+
+def round_summary(reports: list[DeviceReport], population: Population) -> dict[str, float]:
+    """Round metrics: bytes up/down, participants, and simulated wall-clock (slowest device)."""
+    if not reports:
+        return {"participants": 0, "bytes_up": 0, "bytes_down": 0, "sim_seconds": 0.0}
+    return {"participants": len(reports),
+            "bytes_up": float(sum(r.bytes_up for r in reports)),
+            "bytes_down": float(sum(r.bytes_down for r in reports)),
+            "sim_seconds": max(device_seconds(r, population) for r in reports)}

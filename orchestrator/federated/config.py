@@ -1,0 +1,45 @@
+"""The federated engine's knobs: the simulated device population, the data split, the actor pool.
+
+A workload that federates embeds `FederationConfig` in its own section
+(`federation: FederationConfig = knob(factory=FederationConfig)`), so every federated experiment
+describes its devices the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.config import ConfigError, knob
+
+RANGES = ("speed_gflops", "memory_mb", "uplink_mbps", "downlink_mbps", "availability")
+
+
+@dataclass
+class FederationConfig:
+    num_devices: int = knob(8, "simulated devices N", ge=1)
+    rounds: int = knob(3, "federated rounds", ge=1)
+    participation: float = knob(1.0, "share of available devices sampled each round", gt=0, le=1)
+    # device profiles: each drawn log-uniformly (availability uniformly) from [low, high]
+    speed_gflops_low: float = knob(5.0, "slowest device compute (GFLOP/s)", gt=0)
+    speed_gflops_high: float = knob(50.0, "fastest device compute (GFLOP/s)", gt=0)
+    memory_mb_low: float = knob(2048.0, "smallest device memory (MB)", gt=0)
+    memory_mb_high: float = knob(8192.0, "largest device memory (MB)", gt=0)
+    uplink_mbps_low: float = knob(5.0, "slowest uplink (Mbit/s)", gt=0)
+    uplink_mbps_high: float = knob(50.0, "fastest uplink (Mbit/s)", gt=0)
+    downlink_mbps_low: float = knob(20.0, "slowest downlink (Mbit/s)", gt=0)
+    downlink_mbps_high: float = knob(200.0, "fastest downlink (Mbit/s)", gt=0)
+    availability_low: float = knob(1.0, "lowest per-round availability probability", ge=0, le=1)
+    availability_high: float = knob(1.0, "highest per-round availability probability", ge=0, le=1)
+    # data partition
+    size_skew: float = knob(0.5, "sigma of the log-normal device data sizes (0: equal sizes)", ge=0)
+    label_alpha: float = knob(0.0, "Dirichlet alpha of label/domain skew (0: iid)", ge=0)
+    # the actor pool
+    num_actors: int = knob(0, "long-lived device actors; 0: one per CPU the actor needs", ge=0)
+    cpus_per_actor: float = knob(1.0, "CPUs reserved per device actor", gt=0)
+    gpus_per_actor: float = knob(0.0, "GPUs per device actor (fractions share a GPU)", ge=0)
+
+    def validate(self) -> None:
+        for key in RANGES:
+            low, high = getattr(self, f"{key}_low"), getattr(self, f"{key}_high")
+            if low > high:
+                raise ConfigError(f"{key}_low", f"low {low} exceeds high {high}",
+                                  f"set {key}_low <= {key}_high")

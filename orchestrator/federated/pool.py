@@ -1,0 +1,135 @@
+"""A bounded pool of long-lived Ray actors, each multiplexing many simulated devices.
+
+Not one actor per device: Flower's simulation pays a process (and a model copy) per client, which
+is what makes it slow and memory-hungry at hundreds of clients. Here K actors (K = CPUs / CPUs per
+actor by default) each build the workload's `DeviceProgram` once and run their share of the
+round's devices one after another; each actor also pre-reduces its devices' updates, so the driver
+receives K partial aggregates per round instead of N models.
+
+Devices map to actors statically (device d -> actor d % K), so a program may keep per-device state
+across rounds. Actors restart and their tasks retry if a worker process dies mid-round.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+from orchestrator.federated.comm import DeviceReport, tensor_bytes
+
+
+@dataclass
+class DeviceUpdate:
+    """A device's contribution: `update` (tensors) with aggregation `weight`, and its cost."""
+
+    update: dict
+    weight: float
+    num_samples: int
+    flops: float
+    metrics: dict
+
+
+class DeviceProgram(Protocol):
+    """What every simulated device runs; built once per actor by the workload's factory."""
+
+    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+        ...
+
+
+class WeightedSum:
+    """Aggregation as a sum of weight * update: FedAvg (normalize) or unbiased p/q sums."""
+
+    def __init__(self, normalize: bool = True):
+        self.normalize = normalize
+
+    def partial(self, updates: Sequence[DeviceUpdate]) -> tuple[dict | None, float]:
+        total, acc = 0.0, None
+        for u in updates:
+            scaled = {k: v * u.weight for k, v in u.update.items()}
+            acc = scaled if acc is None else {k: acc[k] + scaled[k] for k in acc}
+            total += u.weight
+        return acc, total
+
+    def combine(self, partials: Sequence[tuple[dict | None, float]]) -> dict | None:
+        parts = [(acc, w) for acc, w in partials if acc is not None]
+        if not parts:
+            return None
+        acc = {k: sum(p[0][k] for p in parts) for k in parts[0][0]}
+        total = sum(w for _, w in parts)
+        return {k: v / total for k, v in acc.items()} if self.normalize else acc
+
+
+def run_devices(program: DeviceProgram, devices: Sequence[int], global_state: dict,
+                round_idx: int, seed: int, reducer: WeightedSum) -> tuple[Any, list[DeviceReport]]:
+    """One actor's share of a round (also the plain in-process loop the benchmark compares to)."""
+    down = tensor_bytes(global_state)
+    updates, reports = [], []
+    for d in devices:
+        u = program.train(int(d), global_state, round_idx, seed)
+        updates.append(u)
+        reports.append(DeviceReport(int(d), tensor_bytes(u.update), down, u.flops,
+                                    u.num_samples, u.metrics))
+    return reducer.partial(updates), reports
+
+
+class _DeviceActor:
+    def __init__(self, factory: Callable[[], DeviceProgram]):
+        import torch
+
+        torch.set_num_threads(1)  # one core per actor; also keeps float sums deterministic
+        self.program = factory()
+
+    def run(self, devices, global_state, round_idx, seed, reducer):
+        return run_devices(self.program, devices, global_state, round_idx, seed, reducer)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def default_num_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
+    """As many actors as the cluster's CPUs (and GPUs, if actors take them) allow."""
+    import ray
+
+    res = ray.cluster_resources()
+    k = math.floor(res.get("CPU", 1) / cpus_per_actor)
+    if gpus_per_actor > 0:
+        k = min(k, math.floor(res.get("GPU", 0) / gpus_per_actor))
+    return max(k, 1)
+
+
+class DevicePool:
+    """K long-lived actors; `round(devices, state, ...)` -> (aggregate, per-device reports)."""
+
+    def __init__(self, factory: Callable[[], DeviceProgram], num_actors: int = 0,
+                 cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0):
+        import ray
+
+        k = num_actors or default_num_actors(cpus_per_actor, gpus_per_actor)
+        actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=3,
+                           max_task_retries=3)(_DeviceActor)
+        self.actors = [actor.remote(factory) for _ in range(k)]
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    def round(self, devices: Sequence[int], global_state: dict, round_idx: int, seed: int,
+              reducer: WeightedSum) -> tuple[dict | None, list[DeviceReport]]:
+        import ray
+
+        state_ref = ray.put(global_state)  # sent once per round, shared by all actors
+        shares = [[d for d in devices if d % self.size == i] for i in range(self.size)]
+        refs = [a.run.remote(share, state_ref, round_idx, seed, reducer)
+                for a, share in zip(self.actors, shares) if share]
+        results = ray.get(refs)
+        reports = sorted((r for _, rs in results for r in rs), key=lambda r: r.device)
+        return reducer.combine([partial for partial, _ in results]), reports
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

@@ -1,0 +1,111 @@
+"""The federated engine: partitions, accounting, the actor pool, and exact resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.federated.comm import DeviceReport, device_seconds, round_summary, tensor_bytes
+from orchestrator.federated.config import FederationConfig
+from orchestrator.federated.loop import Checkpointer, RoundLoop
+from orchestrator.federated.pool import DevicePool, DeviceUpdate, WeightedSum, run_devices
+from orchestrator.federated.population import device_sizes, partition, sample_population
+from orchestrator.federated.reference import MlpTask, initial_state, make_program
+
+
+def test_partition_uses_every_sample_exactly_once_with_skewed_sizes():
+    labels = np.repeat(np.arange(10), 100)
+    shards = partition(labels, 20, size_skew=1.0, label_alpha=0.0, rng=np.random.default_rng(0))
+    joined = np.concatenate(shards)
+    assert sorted(joined.tolist()) == list(range(1000))
+    assert min(map(len, shards)) >= 1 and max(map(len, shards)) > 2 * min(map(len, shards))
+
+
+def test_dirichlet_label_skew_concentrates_labels_and_still_covers_the_data():
+    labels = np.repeat(np.arange(10), 200)
+    rng = np.random.default_rng(1)
+    skewed = partition(labels, 10, size_skew=0.0, label_alpha=0.1, rng=rng)
+    iid = partition(labels, 10, size_skew=0.0, label_alpha=0.0, rng=rng)
+    top_share = lambda s: np.bincount(labels[s], minlength=10).max() / len(s)  # noqa: E731
+    assert np.mean([top_share(s) for s in skewed]) > 2 * np.mean([top_share(s) for s in iid])
+    assert sorted(np.concatenate(skewed).tolist()) == list(range(2000))
+
+
+def test_partition_is_unbiased_over_seeds():
+    """Over seeds, each device's expected label counts follow the global mix (E[count]/E[size])."""
+    labels = np.repeat(np.arange(4), [100, 200, 300, 400])
+    counts = np.zeros((5, 4))
+    for seed in range(300):
+        for n, shard in enumerate(partition(labels, 5, 0.5, 0.5, np.random.default_rng(seed))):
+            counts[n] += np.bincount(labels[shard], minlength=4)
+    mix = counts / counts.sum(axis=1, keepdims=True)
+    assert np.allclose(mix, [0.1, 0.2, 0.3, 0.4], atol=0.04), mix
+
+
+def test_device_sizes_sum_to_the_total():
+    sizes = device_sizes(1003, 7, 0.8, np.random.default_rng(0))
+    assert sizes.sum() == 1003 and sizes.min() >= 1
+
+
+def test_tensor_bytes_counts_real_tensor_sizes():
+    state = {"w": torch.zeros(10, 4), "b": torch.zeros(4, dtype=torch.float16), "n": [np.zeros(3)]}
+    assert tensor_bytes(state) == 10 * 4 * 4 + 4 * 2 + 3 * 8
+
+
+def test_round_time_is_the_slowest_devices_download_compute_upload():
+    pop = sample_population(FederationConfig(num_devices=2), np.random.default_rng(0))
+    reports = [DeviceReport(0, 10**6, 2 * 10**6, 1e9, 10), DeviceReport(1, 0, 0, 0.0, 10)]
+    expected = 2e6 * 8 / (pop.downlink_mbps[0] * 1e6) + 1e9 / (pop.speed_gflops[0] * 1e9) \
+        + 1e6 * 8 / (pop.uplink_mbps[0] * 1e6)
+    assert device_seconds(reports[0], pop) == pytest.approx(expected)
+    summary = round_summary(reports, pop)
+    assert summary["sim_seconds"] == pytest.approx(expected)
+    assert summary["bytes_up"] == 10**6 and summary["bytes_down"] == 2 * 10**6
+
+
+def test_weighted_sum_is_fedavg_when_normalized_and_a_plain_sum_otherwise():
+    ups = [DeviceUpdate({"w": torch.tensor([1.0])}, 1.0, 1, 0, {}),
+           DeviceUpdate({"w": torch.tensor([4.0])}, 3.0, 3, 0, {})]
+    avg, raw = WeightedSum(True), WeightedSum(False)
+    assert avg.combine([avg.partial(ups[:1]), avg.partial(ups[1:])])["w"].item() == 13 / 4
+    assert raw.combine([raw.partial(ups)])["w"].item() == 13.0
+
+
+@pytest.mark.slow
+def test_pool_round_matches_the_plain_in_process_loop_and_counts_bytes(local_ray):
+    task = MlpTask(num_devices=6)
+    state, reducer = initial_state(task), WeightedSum()
+    pool = DevicePool(lambda: make_program(task), num_actors=2)
+    aggregate, reports = pool.round(list(range(6)), state, 0, 0, reducer)
+    expected, plain = run_devices(make_program(task), range(6), state, 0, 0, reducer)
+    expected = reducer.combine([expected])
+    assert all(torch.allclose(aggregate[k], expected[k], atol=1e-6) for k in state)
+    assert [r.device for r in reports] == list(range(6))
+    assert all(r.bytes_up == r.bytes_down == tensor_bytes(state) for r in reports)
+    pool.shutdown()
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_round_resumes_to_the_identical_final_state(local_ray, tmp_path):
+    task = MlpTask(num_devices=8)
+    cfg = FederationConfig(num_devices=8, availability_low=0.5, availability_high=0.9)
+    pop = sample_population(cfg, np.random.default_rng(0))
+    pool = DevicePool(lambda: make_program(task), num_actors=2)
+    loop = lambda ckpt: RoundLoop(pool, pop, rounds=4, seed=3, participation=0.75,  # noqa: E731
+                                  checkpointer=ckpt)
+    straight, history = loop(None).run(initial_state(task))
+
+    class Killed(Exception):
+        pass
+
+    def die_after_round_1(r, metrics):
+        if r == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        loop(Checkpointer(tmp_path)).run(initial_state(task), on_round=die_after_round_1)
+    resumed, resumed_history = loop(Checkpointer(tmp_path)).run(initial_state(task))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert [h["cum_bytes"] for h in history] == [h["cum_bytes"] for h in resumed_history]
+    assert history[-1]["device_loss"] == resumed_history[-1]["device_loss"]
+    pool.shutdown()
