@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("config", help="experiment YAML, e.g. experiments/aeria/quickstart.yaml")
         p.add_argument("overrides", nargs="*", help="OmegaConf dotlist, e.g. aeria.num_users=5000")
+        if name == "run":
+            p.add_argument("--resume", action="store_true",
+                           help="continue the last run of this exact config from its checkpoints")
         p.set_defaults(func=func)
     p = sub.add_parser("list", help="list workloads and shipped experiments")
     p.set_defaults(func=cmd_list)
@@ -85,10 +88,15 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     if kind == "sweep" and workload.trial is None and workload.trial_batch is None:
         raise ConfigError("workload", f"'{cfg.workload}' defines no trial() and cannot be swept")
     tracking.check_store(tracking.tracking_uri(cfg.mlflow.tracking_uri))
+    resume = getattr(args, "resume", False)
+    state_dir = run_state_dir(cfg, args.config, resume)
     started = time.time()
     try:
-        with tracking.parent_run(cfg, args.config, kind) as parent, runtime.ray_session(cfg.ray):
-            rows = _run_workload(cfg, workload, parent) if kind == "run" else _run_sweep(cfg, parent)
+        with tracking.parent_run(cfg, args.config, kind, _read(state_dir / RUN_ID_FILE)) as parent, \
+                runtime.ray_session(cfg.ray):
+            (state_dir / RUN_ID_FILE).write_text(parent.run_id)
+            rows = _run_workload(cfg, workload, parent, state_dir, resume) if kind == "run" \
+                else _run_sweep(cfg, parent)
             parent.log_table(rows, "results.csv")
             parent.log_metrics({"wall_seconds": time.time() - started})
     except Exception:
@@ -98,15 +106,40 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
-def _run_workload(cfg, workload, parent) -> list[dict]:
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def run_state_dir(cfg, config_path: str, resume: bool) -> Path:
+    """`.orchestrator/state/<experiment>/<config hash>`: checkpoints and the MLflow run id of the
+    last run of this exact config. A fresh run (no --resume) starts it over."""
+    import hashlib
+    import shutil
+
+    from orchestrator.config import to_yaml
+    from orchestrator.tracking import experiment_name
+
+    digest = hashlib.sha1(to_yaml(cfg).encode()).hexdigest()[:12]
+    path = Path(".orchestrator") / "state" / experiment_name(cfg, config_path) / digest
+    if not resume and path.exists():
+        shutil.rmtree(path)
+    elif resume and not path.exists():
+        log.warning("nothing to resume for this config at %s: starting from scratch", path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _run_workload(cfg, workload, parent, state_dir: Path, resume: bool) -> list[dict]:
     from orchestrator import runtime
     from orchestrator.progress import progress
     from orchestrator.workload import RunContext
 
-    checkpoint_dir = Path(".orchestrator") / "runs" / parent.run_id
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg=cfg, tracker=parent, progress=progress, map=runtime.parallel_map,
-                     checkpoint_dir=checkpoint_dir)
+                     checkpoint_dir=state_dir / "checkpoints", resume=resume)
+    ctx.checkpoint_dir.mkdir(exist_ok=True)
     return workload.run(cfg, ctx)
 
 

@@ -54,8 +54,9 @@ def _client(uri: str):
 class RunTracker:
     """One MLflow run: params, metrics, figures, tables; `child(name)` nests a run under it."""
 
-    def __init__(self, client: Any, run_id: str, experiment_id: str):
+    def __init__(self, client: Any, run_id: str, experiment_id: str, resuming: bool = False):
         self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+        self.resuming = resuming  # reopen children of the same name instead of adding new ones
 
     # ---- logging
     def log_params(self, params: dict) -> None:
@@ -93,6 +94,12 @@ class RunTracker:
 
     # ---- nesting
     def start_child(self, name: str, kind: str = "child") -> "RunTracker":
+        if self.resuming:
+            for old in self.client.search_runs(
+                    [self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.run_id}' and "
+                    f"attributes.run_name = '{name}'"):
+                self.client.update_run(old.info.run_id, status="RUNNING")
+                return RunTracker(self.client, old.info.run_id, self.experiment_id, True)
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={PARENT_TAG: self.run_id, KIND_TAG: kind,
                                            ROLE_TAG: "child"})
@@ -124,12 +131,21 @@ class RunTracker:
 
 
 @contextlib.contextmanager
-def parent_run(cfg: Any, config_path: str, kind: str) -> Iterator[RunTracker]:
-    """Open the invocation's parent run and log everything that makes it reproducible."""
+def parent_run(cfg: Any, config_path: str, kind: str,
+               resume_run_id: str | None = None) -> Iterator[RunTracker]:
+    """Open the invocation's parent run (or reopen `resume_run_id`) and log what makes it
+    reproducible: config as params and YAML, git commit, package versions."""
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     client = _client(uri)
-    name = cfg.mlflow.experiment or f"{cfg.workload}-{Path(config_path).stem}"
-    experiment_id = _experiment_id(client, name, uri, cfg.mlflow.artifact_root)
+    experiment_id = _experiment_id(client, experiment_name(cfg, config_path), uri,
+                                   cfg.mlflow.artifact_root)
+    if resume_run_id and _exists(client, resume_run_id):
+        client.update_run(resume_run_id, status="RUNNING")
+        tracker = RunTracker(client, resume_run_id, experiment_id, resuming=True)
+        with tracker.finishing():
+            tracker.set_tags({"orchestrator.resumed": "true"})
+            yield tracker
+        return
     run_name = cfg.mlflow.run_name or f"{Path(config_path).stem}-{kind}"
     run = client.create_run(experiment_id, run_name=run_name, tags={
         KIND_TAG: kind, ROLE_TAG: "parent", "orchestrator.workload": cfg.workload,
@@ -141,6 +157,20 @@ def parent_run(cfg: Any, config_path: str, kind: str) -> Iterator[RunTracker]:
         tracker.log_text(json.dumps(package_versions(), indent=2), "versions.json")
         tracker.set_tags({f"version.{k}": v for k, v in package_versions().items()})
         yield tracker
+
+
+def experiment_name(cfg: Any, config_path: str) -> str:
+    return cfg.mlflow.experiment or f"{cfg.workload}-{Path(config_path).stem}"
+
+
+def _exists(client: Any, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _experiment_id(client: Any, name: str, uri: str, artifact_root: str | None) -> str:

@@ -62,7 +62,8 @@ class RunContext:
     tracker:        the parent MLflow run; `tracker.child(name)` opens a nested run per method
     progress:       `with ctx.progress(total, "rounds") as bar: bar.advance()`
     map:            `ctx.map(fn, items)` runs a pure function over items as Ray tasks, in order
-    checkpoint_dir: a directory that survives the run, for checkpoints and resumable state
+    checkpoint_dir: per-config directory that survives the process, for per-round checkpoints
+    resume:         True under `run --resume`: continue from what checkpoint_dir holds
     """
 
     cfg: Any
@@ -70,6 +71,7 @@ class RunContext:
     progress: Callable[..., Any]
     map: Callable[..., list]
     checkpoint_dir: Path
+    resume: bool = False
     extras: dict = field(default_factory=dict)
 
     @property
