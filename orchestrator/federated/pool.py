@@ -27,6 +27,7 @@ class DeviceUpdate:
     num_samples: int
     flops: float
     metrics: dict
+    device: int = -1  # filled in by the engine
 
 
 class DeviceProgram(Protocol):
@@ -59,13 +60,25 @@ class WeightedSum:
         return {k: v / total for k, v in acc.items()} if self.normalize else acc
 
 
+class Collect:
+    """No aggregation: hand every device's update to the driver (one-shot uploads of
+    heterogeneous models, which cannot be averaged)."""
+
+    def partial(self, updates: Sequence[DeviceUpdate]) -> list[DeviceUpdate]:
+        return list(updates)
+
+    def combine(self, partials: Sequence[list[DeviceUpdate]]) -> list[DeviceUpdate]:
+        return sorted((u for part in partials for u in part), key=lambda u: u.device)
+
+
 def run_devices(program: DeviceProgram, devices: Sequence[int], global_state: dict,
-                round_idx: int, seed: int, reducer: WeightedSum) -> tuple[Any, list[DeviceReport]]:
+                round_idx: int, seed: int, reducer: Any) -> tuple[Any, list[DeviceReport]]:
     """One actor's share of a round (also the plain in-process loop the benchmark compares to)."""
     down = tensor_bytes(global_state)
     updates, reports = [], []
     for d in devices:
         u = program.train(int(d), global_state, round_idx, seed)
+        u.device = int(d)
         updates.append(u)
         reports.append(DeviceReport(int(d), tensor_bytes(u.update), down, u.flops,
                                     u.num_samples, u.metrics))
@@ -116,7 +129,7 @@ class DevicePool:
         return len(self.actors)
 
     def round(self, devices: Sequence[int], global_state: dict, round_idx: int, seed: int,
-              reducer: WeightedSum) -> tuple[dict | None, list[DeviceReport]]:
+              reducer: Any) -> tuple[Any, list[DeviceReport]]:
         import ray
 
         state_ref = ray.put(global_state)  # sent once per round, shared by all actors
