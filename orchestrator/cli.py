@@ -1,13 +1,4 @@
-"""Command line: argument parsing only; the work is done by the modules it calls.
-
-    orchestrator run CONFIG [key=value ...]       one experiment, a child run per method
-    orchestrator sweep CONFIG [key=value ...]     a Ray Tune sweep, a child run per trial
-    orchestrator validate CONFIG [key=value ...]  check a config without starting anything
-    orchestrator list                             workloads and shipped experiments
-    orchestrator compare EXPERIMENT               the latest parent run's children as a table
-
-Exit status: 0 done, 1 the experiment failed (its MLflow run is FAILED), 2 bad input.
-"""
+"""Command line: argument parsing only; the work is done by the modules it calls."""
 from __future__ import annotations
 
 import argparse
@@ -17,11 +8,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from orchestrator.config import ConfigError, load_experiment
+from orchestrator.config import BadInput, ConfigError, load_experiment
 from orchestrator.progress import console, setup_logging
 from orchestrator.workload import rows_to_columns
 
 log = logging.getLogger("orchestrator")
+USAGE = """examples:
+  orchestrator run experiments/aeria/quickstart.yaml aeria.user_counts=[500,5000] seed=3
+  orchestrator run experiments/aeria/quickstart.yaml --resume   # continue a killed run
+  orchestrator sweep experiments/aeria/sweep.yaml sweep.num_samples=8
+  orchestrator validate experiments/aeria/paper.yaml
+  orchestrator list
+  orchestrator compare aeria-quickstart
+
+exit status: 0 done, 1 the experiment failed (its MLflow run is FAILED), 2 bad input."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,22 +29,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return args.func(args)
-    except ConfigError as err:
+    except BadInput as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run research experiments from YAML on Ray, tracked in MLflow.",
+        epilog=USAGE)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for name, func, text in (("run", cmd_run, "run an experiment"),
                              ("sweep", cmd_sweep, "run the config's Ray Tune sweep"),
                              ("validate", cmd_validate, "validate a config and exit")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("config", help="experiment YAML, e.g. experiments/aeria/quickstart.yaml")
-        p.add_argument("overrides", nargs="*", help="OmegaConf dotlist, e.g. aeria.num_users=5000")
+        example = "sweep.yaml" if name == "sweep" else "quickstart.yaml"
+        p.add_argument("config", help=f"experiment YAML, e.g. experiments/aeria/{example}")
+        p.add_argument("overrides", nargs="*",
+                       help="OmegaConf dotlist, e.g. aeria.user_counts=[500,5000] seed=3")
         if name == "run":
             p.add_argument("--resume", action="store_true",
                            help="continue the last run of this exact config from its checkpoints")
@@ -53,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("compare", help="table of the latest parent run's child runs")
     p.add_argument("experiment", help="MLflow experiment name, e.g. aeria-quickstart")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
-                   help="MLflow store (MLFLOW_TRACKING_URI overrides it)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--out", help="CSV path (default compare_<experiment>.csv)")
     p.set_defaults(func=cmd_compare)
     return parser
@@ -79,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _execute(args: argparse.Namespace, kind: str) -> int:
     """Validate everything first, then open the parent run, then start or join Ray."""
-    from orchestrator import registry, runtime, tracking
+    from orchestrator import registry, runtime, state, tracking
 
     cfg = load_experiment(args.config, args.overrides)
     workload = registry.get(cfg.workload)
@@ -89,12 +93,12 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
         raise ConfigError("workload", f"'{cfg.workload}' defines no trial() and cannot be swept")
     tracking.check_store(tracking.tracking_uri(cfg.mlflow.tracking_uri))
     resume = getattr(args, "resume", False)
-    state_dir = run_state_dir(cfg, args.config, resume)
+    state_dir = state.run_state_dir(cfg, args.config, resume)
     started = time.time()
     try:
-        with tracking.parent_run(cfg, args.config, kind, _read(state_dir / RUN_ID_FILE)) as parent, \
+        with tracking.parent_run(cfg, args.config, kind, state.last_run_id(state_dir)) as parent, \
                 runtime.ray_session(cfg.ray):
-            (state_dir / RUN_ID_FILE).write_text(parent.run_id)
+            state.remember_run_id(state_dir, parent.run_id)
             rows = _run_workload(cfg, workload, parent, state_dir, resume) if kind == "run" \
                 else _run_sweep(cfg, parent)
             parent.log_table(rows, "results.csv")
@@ -104,32 +108,6 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
         return 1
     _print_summary(rows if kind == "run" else _best_trials(rows, cfg), cfg, parent.run_id)
     return 0
-
-
-RUN_ID_FILE = "mlflow_run_id"
-
-
-def run_state_dir(cfg, config_path: str, resume: bool) -> Path:
-    """`.orchestrator/state/<experiment>/<config hash>`: checkpoints and the MLflow run id of the
-    last run of this exact config. A fresh run (no --resume) starts it over."""
-    import hashlib
-    import shutil
-
-    from orchestrator.config import to_yaml
-    from orchestrator.tracking import experiment_name
-
-    digest = hashlib.sha1(to_yaml(cfg).encode()).hexdigest()[:12]
-    path = Path(".orchestrator") / "state" / experiment_name(cfg, config_path) / digest
-    if not resume and path.exists():
-        shutil.rmtree(path)
-    elif resume and not path.exists():
-        log.warning("nothing to resume for this config at %s: starting from scratch", path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _read(path: Path) -> str | None:
-    return path.read_text().strip() if path.is_file() else None
 
 
 def _run_workload(cfg, workload, parent, state_dir: Path, resume: bool) -> list[dict]:
@@ -147,7 +125,7 @@ def _run_sweep(cfg, parent) -> list[dict]:
     from orchestrator import tuning
 
     rows = tuning.run_sweep(cfg, parent)
-    best = (max if cfg.sweep.mode == "max" else min)(rows, key=lambda r: r[cfg.sweep.metric])
+    best = rows[tuning.best_index(rows, cfg.sweep.metric, cfg.sweep.mode)]
     parent.log_metrics({f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
     parent.set_tags({"best_trial": best["trial"]})
     return rows
@@ -156,10 +134,10 @@ def _run_sweep(cfg, parent) -> list[dict]:
 def _best_trials(rows: list[dict], cfg, top: int = 10) -> list[dict]:
     """The sweep's best trials, with only the swept values and the metric (all is in MLflow)."""
     from orchestrator.sweepspec import parse_params
+    from orchestrator.tuning import ranked
 
     keys = ["trial", *(d.path for d in parse_params(cfg)), cfg.sweep.metric]
-    ranked = sorted(rows, key=lambda r: r[cfg.sweep.metric], reverse=cfg.sweep.mode == "max")
-    return [{k: r.get(k) for k in keys} for r in ranked[:top]]
+    return [{k: r.get(k) for k in keys} for r in ranked(rows, cfg.sweep.metric, cfg.sweep.mode)[:top]]
 
 
 def _print_summary(rows: list[dict], cfg, run_id: str) -> None:
@@ -211,9 +189,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.tracking import latest_children, rows_to_csv
+    from orchestrator.tracking import latest_children, rows_to_csv, tracking_uri
 
-    parent, rows = latest_children(args.tracking_uri, args.experiment)
+    uri = args.tracking_uri or tracking_uri("sqlite:///mlflow.db")
+    parent, rows = latest_children(uri, args.experiment)
     console.print(f"{args.experiment}: parent run {parent['name']} ({parent['run_id']}, "
                   f"{parent['status']}), {len(rows)} child runs")
     _print_table(_transposed(rows) if len(rows[0] if rows else ()) > 10 else rows)

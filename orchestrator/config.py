@@ -24,8 +24,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
-class ConfigError(ValueError):
-    """One bad input: `key` is the dotted path, `problem` what is wrong, `allowed` the fix."""
+class BadInput(ValueError):
+    """Input the user must fix: the CLI prints it as one line and exits 2."""
+
+
+class ConfigError(BadInput):
+    """One bad config value: `key` is the dotted path, `problem` what is wrong, `allowed` the fix."""
 
     def __init__(self, key: str, problem: str, allowed: str | None = None):
         self.key, self.problem, self.allowed = key, problem, allowed
@@ -128,7 +132,8 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            raise ConfigError(_join(path, key), "unknown key", _did_you_mean(str(key), fields))
+            raise ConfigError(_join(path, key), "unknown key",
+                              did_you_mean(str(key), fields) + f"known keys: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -198,8 +203,8 @@ def _check(value: Any, meta: typing.Mapping, key: str) -> Any:
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(key, f"'{value}' is not allowed",
-                          f"choose one of: {', '.join(map(str, choices))}"
-                          + _did_you_mean_suffix(str(value), choices))
+                          did_you_mean(str(value), choices)
+                          + f"choose one of: {', '.join(map(str, choices))}")
     for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         b = meta.get(bound)
@@ -235,16 +240,28 @@ def read_yaml(path: str | Path, overrides: typing.Sequence[str] = ()) -> dict:
     if not OmegaConf.is_dict(base):
         raise ConfigError(str(path), "the file must hold a mapping of sections",
                           "start with 'workload: <name>'")
+    merged = base
     for ov in overrides:
-        if "=" not in ov or ov.startswith("="):
-            raise ConfigError(ov, "an override must look like key=value",
-                              "e.g. aeria.num_users=5000")
+        merged = OmegaConf.merge(merged, _parse_override(ov))
     try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "<overrides>"
+        key = getattr(err, "full_key", None) or "<interpolation>"
         raise ConfigError(str(key), str(err).splitlines()[0]) from None
+
+
+def _parse_override(ov: str) -> Any:
+    """One `key=value` override as a config, or a ConfigError that names it."""
+    key, eq, value = ov.partition("=")
+    if not eq or not key:
+        raise ConfigError(ov, "an override must look like key=value",
+                          "e.g. aeria.user_counts=[500,5000]")
+    try:
+        return OmegaConf.from_dotlist([ov])
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(key, f"cannot parse the value {value!r}: {problem}",
+                          "write YAML, e.g. [1,2] or {uniform: [0, 1]} (a space after ':')") from None
 
 
 def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> Any:
@@ -259,11 +276,33 @@ def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> A
     if not isinstance(name, str):
         raise ConfigError("workload", f"expected a string, got {_kind(name)}")
     workload = registry.get(name)
-    cfg = build(experiment_schema(name, workload.config_cls), data)
+    schema = experiment_schema(name, workload.config_cls)
+    cfg = build(schema, data)
     if cfg.sweep.params:
-        from orchestrator.sweepspec import parse_params
-        parse_params(cfg)  # raises ConfigError on a bad sweep spec
+        check_sweep(cfg, schema, workload)
     return cfg
+
+
+def check_sweep(cfg: Any, schema: type, workload: Any) -> None:
+    """A sweep fails here, not in its trials: spec, metric name, and every edge value of every
+    axis built into a full config (so cross-field rules see them too)."""
+    from orchestrator.sweepspec import parse_params, with_values
+
+    dims = parse_params(cfg)
+    metric = cfg.sweep.metric
+    if workload.trial_metrics is not None:
+        known = list(workload.trial_metrics(cfg))
+        if metric not in known:
+            raise ConfigError("sweep.metric", f"'{metric}' is not a metric of the trial",
+                              did_you_mean(metric, known) + f"known: {', '.join(known)}")
+    base = to_dict(cfg)
+    for d in dims:
+        for value in d.values or (d.low, d.high):
+            try:
+                build(schema, with_values(base, {d.path: value}))
+            except ConfigError as err:
+                raise ConfigError(f"sweep.params.{d.path}", f"the value {value!r} makes "
+                                  f"'{err.key}' invalid: {err.problem}", err.allowed) from None
 
 
 # --------------------------------------------------------------------------- serialising
@@ -318,13 +357,7 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _did_you_mean(word: str, known: typing.Iterable[str]) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"{hint}known keys: {', '.join(known)}"
-
-
-def _did_you_mean_suffix(word: str, known: typing.Iterable[str]) -> str:
+def did_you_mean(word: str, known: typing.Iterable[Any]) -> str:
+    """"did you mean 'x'? " for the closest known word, or "" (the one place that guesses)."""
     close = difflib.get_close_matches(word, [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f"did you mean '{close[0]}'? " if close else ""

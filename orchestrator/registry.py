@@ -6,12 +6,11 @@ point group `orchestrator.workloads` (`myname = "mypkg.workload:WORKLOAD"`).
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from orchestrator.config import ConfigError
+from orchestrator.config import ConfigError, did_you_mean
 from orchestrator.workload import Workload
 
 BUILTIN = {
@@ -37,10 +36,8 @@ def get(name: str) -> Workload:
     """Import and return the workload registered as `name`, or a ConfigError naming the known ones."""
     targets = _targets()
     if name not in targets:
-        close = difflib.get_close_matches(name, list(targets), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError("workload", f"unknown workload '{name}'",
-                          f"{hint}known workloads: {', '.join(sorted(targets))}")
+        raise ConfigError("workload", f"unknown workload '{name}'", did_you_mean(name, targets)
+                          + f"known workloads: {', '.join(sorted(targets))}")
     module, _, attr = targets[name].partition(":")
     workload = getattr(importlib.import_module(module), attr)
     if not isinstance(workload, Workload):

@@ -3,11 +3,11 @@
     sweep:
       params:
         aeria.consensus_base: {grid: [1.5, 2.0, 3.0]}     # every value, in every sample
-        aeria.value_dist:     {choice: [uniform, lognormal]}
+        aeria.values.distribution: {choice: [uniform, lognormal]}
         aeria.reserve_price:  {uniform: [0.0, 2.0]}
-        aeria.eip_price_per_gflop: {loguniform: [1.0e-3, 1.0]}
+        aeria.edge.eip_price_per_gflop: {loguniform: [1.0e-3, 1.0]}
         aeria.num_users:      {randint: [200, 2000]}       # both ends included
-        aeria: {fixed_price: {grid: [1, 2]}}             # nested keys work too
+        aeria: {fixed_price: {grid: [1.0, 2.0]}}         # nested keys work too
 
 On the command line: `sweep.params.aeria.reserve_price="{uniform: [0, 1]}"`.
 
@@ -17,13 +17,13 @@ batched trials.
 """
 from __future__ import annotations
 
-import difflib
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from orchestrator.config import SEARCH_KINDS, ConfigError, check_value, leaf_fields
+from orchestrator.config import SEARCH_KINDS, ConfigError, check_value, did_you_mean, leaf_fields
 
 NOT_SWEEPABLE = ("workload", "ray.", "mlflow.", "sweep.")
 
@@ -78,10 +78,8 @@ def _dim(path: str, spec: Any, leaves: Mapping[str, tuple]) -> Dim:
     key = f"sweep.params.{path}"
     if path.startswith(NOT_SWEEPABLE) or path not in leaves:
         known = [p for p in leaves if not p.startswith(NOT_SWEEPABLE)]
-        close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
         raise ConfigError(key, f"'{path}' is not a sweepable config key",
-                          (f"did you mean '{close[0]}'? " if close else "")
-                          + "sweep keys of the workload section, 'seed', ...")
+                          did_you_mean(path, known) + "sweep keys of the workload section or 'seed'")
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SEARCH_KINDS:
         raise ConfigError(key, f"bad search spec {spec!r}",
                           f"use exactly one of {{{'|'.join(SEARCH_KINDS)}: ...}}")
@@ -124,18 +122,10 @@ def set_path(data: dict, path: str, value: Any) -> None:
 
 def with_values(base: dict, values: Mapping[str, Any]) -> dict:
     """A copy of the plain config `base` with dotted keys replaced."""
-    out = _deepcopy(base)
+    out = copy.deepcopy(base)
     for path, value in values.items():
         set_path(out, path, value)
     return out
-
-
-def _deepcopy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deepcopy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deepcopy(v) for v in data]
-    return data
 
 
 __all__ = ["Dim", "parse_params", "with_values", "set_path"]

@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from orchestrator.config import ConfigError, flatten, to_dict, to_yaml
+from orchestrator.config import BadInput, ConfigError, did_you_mean, flatten, to_dict, to_yaml
 from orchestrator.registry import REPO_ROOT
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -33,13 +33,24 @@ MAX_PARAM_CHARS = 6000
 
 
 def tracking_uri(cfg_uri: str) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg_uri
+    """MLFLOW_TRACKING_URI, else the config's; a relative SQLite path is made absolute (MLflow
+    caches stores by URI, so a relative one would follow the first working directory)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg_uri
+    db = sqlite_file(uri)
+    return f"sqlite:///{db}" if db is not None else uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The absolute database path of a `sqlite:///` store, else None."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]).expanduser().resolve() if uri.startswith(prefix) else None
 
 
 def check_store(uri: str) -> None:
     """Fail before anything starts if a SQLite store's folder does not exist."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+    db = sqlite_file(uri)
+    if db is not None:
+        folder = db.parent
         if not folder.is_dir():
             raise ConfigError("mlflow.tracking_uri", f"folder {folder} does not exist",
                               "create it or use sqlite:///mlflow.db")
@@ -177,9 +188,8 @@ def _experiment_id(client: Any, name: str, uri: str, artifact_root: str | None) 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    if artifact_root is None and uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
-        artifact_root = str(db.parent / "mlartifacts")
+    if artifact_root is None and sqlite_file(uri) is not None:
+        artifact_root = str(sqlite_file(uri).parent / "mlartifacts")
     location = f"{Path(artifact_root).resolve().as_uri()}/{name}" if artifact_root and \
         "://" not in artifact_root else (f"{artifact_root}/{name}" if artifact_root else None)
     return client.create_experiment(name, artifact_location=location)
@@ -188,24 +198,27 @@ def _experiment_id(client: Any, name: str, uri: str, artifact_root: str | None) 
 def ui_command(cfg_uri: str) -> str:
     """The command that opens the MLflow UI on this store (bound to loopback)."""
     uri = tracking_uri(cfg_uri)
-    if uri.startswith("sqlite:///"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().resolve())
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
 # --------------------------------------------------------------------------- reading back
-def latest_children(cfg_uri: str, experiment: str) -> tuple[dict, list[dict]]:
+def latest_children(uri: str, experiment: str) -> tuple[dict, list[dict]]:
     """The latest parent run of `experiment` and its children as rows: name, status, metrics."""
-    client = _client(tracking_uri(cfg_uri))
+    db = sqlite_file(uri)
+    uri = f"sqlite:///{db}" if db is not None else uri
+    if db is not None and not db.is_file():  # never create an empty store just to read it
+        raise BadInput(f"no MLflow store at {db}: run `compare` in the directory where you ran "
+                       "`run`, or pass --tracking-uri")
+    client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        known = [e.name for e in client.search_experiments()]
-        raise ConfigError("EXPERIMENT", f"no MLflow experiment named '{experiment}'",
-                          f"known: {', '.join(sorted(known)) or 'none yet'}")
+        known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise BadInput(f"no experiment '{experiment}' in {uri}; "
+                       + did_you_mean(experiment, known) + f"known: {', '.join(known) or 'none'}")
     parents = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
-        raise ConfigError("EXPERIMENT", f"experiment '{experiment}' has no parent run yet")
+        raise BadInput(f"experiment '{experiment}' has no parent run yet")
     parent = parents[0]
     children = client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                   order_by=["attributes.start_time ASC"], max_results=10000)

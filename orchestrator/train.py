@@ -39,9 +39,13 @@ def backend_for(use_gpu: bool) -> str:
 
 
 def deepspeed_config(*, micro_batch_size: int, ep_size: int, preset: str | None,
-                     zero_stage: int = 1, lr: float = 1e-3, grad_clip: float = 1.0,
+                     zero_stage: int = 0, lr: float = 1e-3, grad_clip: float = 1.0,
                      use_gpu: bool = False) -> dict:
-    """The DeepSpeed dict: AdamW, ZeRO stage, clipping, bf16 on GPU only, AutoEP with `ep_size`."""
+    """The DeepSpeed dict: AdamW, ZeRO stage, clipping, bf16 on GPU only, AutoEP with `ep_size`.
+
+    ZeRO 1/2 with AutoEP need at least one trainable expert: DeepSpeed 0.19.8 asserts an MoE
+    param group exists, so with every expert frozen (attention-only tuning) use stage 0.
+    """
     if zero_stage >= 3:
         raise ValueError("ZeRO-3 partitions AutoEP experts over replica groups and DeepSpeed 0.19.8 "
                          "cannot consolidate them; use zero_stage 0, 1 or 2")
@@ -71,7 +75,8 @@ def run_distributed(train_loop: Callable[[dict], None], loop_config: dict, num_w
     """Run `train_loop(loop_config)` on `num_workers` Ray Train workers with a torch process group.
 
     A failed worker restarts the whole group (up to `max_failures` times); the loop resumes from
-    `ray.train.get_checkpoint()`, the last checkpoint it reported.
+    `ray.train.get_checkpoint()`, the last checkpoint it reported. In Train V2 the result's metrics
+    are those reported with the last checkpoint, so a loop should end with a checkpointed report.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -116,6 +121,8 @@ class ExpertParallelJob:
     frozen: tuple[str, ...] = ()      # regexes: an HF parameter name matching one is frozen
     seed: int = 0                     # model init seed, the same on every rank
     checkpoint_every: int = 0         # also checkpoint every k steps (0: only at the end)
+    # Ray Train V2 takes one report per controller poll (2 s): a report sooner blocks the step
+    report_interval_s: float = 2.0
     fail_once_at_step: Optional[int] = None  # fault drill: the last rank dies here on a fresh start
 
 
@@ -160,12 +167,12 @@ class ExpertParallelModel:
         return {s.moe_module_name: self.engine.module.get_submodule(s.moe_module_name)
                 for s in self.specs}
 
-    def train_step(self, tokens) -> float:
-        """One forward/backward/step on this rank's micro-batch; the loss averaged over ranks."""
+    def train_step(self, tokens):
+        """One forward/backward/step on this rank's micro-batch; this rank's loss (a tensor)."""
         out = self.engine(input_ids=tokens, labels=tokens)
         self.engine.backward(out.loss)
         self.engine.step()
-        return _mean_over_ranks(out.loss.detach())
+        return out.loss.detach()
 
     def eval_loss(self, tokens) -> float:
         """Causal-LM loss on one batch (every rank must call: experts answer via all-to-all)."""
@@ -262,66 +269,79 @@ def _hf_expert_weights(spec, prefix: str, w1, w2, w3, template: dict) -> dict:
     return {gate_up_key: gate_up, down_key: w2}
 
 
-def _mean_over_ranks(value) -> float:
+def _mean_over_ranks(*values) -> float | list[float]:
+    """Averages over ranks in one all-reduce (a flag rides along with the loss for free)."""
+    import torch
     import torch.distributed as dist
 
-    value = value.detach().float().clone()
-    dist.all_reduce(value)
-    return value.item() / dist.get_world_size()
+    packed = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach() for v in values])
+    dist.all_reduce(packed)
+    means = (packed / dist.get_world_size()).tolist()
+    return means[0] if len(means) == 1 else means
 
 
 def run_expert_parallel(job: ExpertParallelJob, rank: int, world: int, report: Reporter,
                         resume_dir: str | None = None) -> dict:
-    """The training loop, free of Ray: `report(metrics, ckpt_dir)` after every step.
+    """The training loop, free of Ray; returns the last metrics.
 
-    Every rank calls `report` the same number of times; checkpoints hold DeepSpeed's own sharded
-    state (to resume) and, from rank 0, the consolidated HF `model.pt` (to deploy).
+    Every step's loss lands in `metrics["losses"]`; `report(metrics, ckpt_dir)` is called at
+    checkpoints, at the end, and once `report_interval_s` has passed on rank 0 (decided in the
+    loss all-reduce, so every rank calls `report` equally often). Checkpoints hold DeepSpeed's
+    sharded state (to resume) and, from rank 0, the consolidated HF `model.pt` (to deploy).
     """
     model = build_causal_lm(job.model_config, job.seed)
     frozen = freeze_matching(model, job.frozen)
     ep = ExpertParallelModel.wrap(model, job.ds_config)
-    start = _resume(ep.engine, resume_dir)
+    start, losses = _resume(ep.engine, resume_dir)
     micro = job.ds_config["train_micro_batch_size_per_gpu"]
-    metrics: dict = {"resumed_from_step": start, "frozen_params": len(frozen)}
+    metrics: dict = {"resumed_from_step": start, "frozen_params": len(frozen), "losses": losses,
+                     "step_seconds": []}
+    reported = time.perf_counter()
     for step in range(start, job.steps):
         if job.fail_once_at_step == step and resume_dir is None and rank == world - 1:
             raise RuntimeError(f"fault drill: rank {rank} dies at step {step}")
         began = time.perf_counter()
         batch = job.tokens[step % len(job.tokens)][rank * micro:(rank + 1) * micro]
-        metrics.update(step=step + 1, loss=ep.train_step(batch))
+        due = rank == 0 and began - reported >= job.report_interval_s
+        loss, due = _mean_over_ranks(ep.train_step(batch), float(due))
+        metrics.update(step=step + 1, loss=loss, losses=[*metrics["losses"], loss])
         last = step + 1 == job.steps
         if last:
             metrics.update(eval_loss=ep.eval_loss(job.eval_tokens),
                            experts_by_rank=ep.experts_by_rank())
         if last or (job.checkpoint_every and (step + 1) % job.checkpoint_every == 0):
             with tempfile.TemporaryDirectory() as tmp:
-                _save(ep, tmp, step + 1, rank)
+                _save(ep, tmp, metrics, rank)
                 report(dict(metrics), tmp)
-        else:
-            report(dict(metrics), None)
-        metrics["step_seconds"] = time.perf_counter() - began  # includes the report's sync
+            reported = time.perf_counter()
+            continue
+        if due:
+            report(dict(metrics), None)  # a barrier under Ray Train: part of this step's time
+            reported = time.perf_counter()
+        metrics["step_seconds"] = [*metrics["step_seconds"], time.perf_counter() - began]
     return metrics
 
 
-def _save(ep: ExpertParallelModel, directory: str, step: int, rank: int) -> None:
-    """Every rank writes its DeepSpeed shards; rank 0 adds the HF model and the step."""
+def _save(ep: ExpertParallelModel, directory: str, metrics: dict, rank: int) -> None:
+    """Every rank writes its DeepSpeed shards; rank 0 adds the HF model and the loss history."""
     import torch
 
     ep.engine.save_checkpoint(os.path.join(directory, DS_DIR), tag="last")
-    state = ep.consolidated_state_dict()
+    weights = ep.consolidated_state_dict()
     if rank == 0:
-        torch.save(state, os.path.join(directory, MODEL_FILE))
-        Path(directory, STATE_FILE).write_text(json.dumps({"step": step}))
+        torch.save(weights, os.path.join(directory, MODEL_FILE))
+        history = {"step": metrics["step"], "losses": metrics["losses"]}
+        Path(directory, STATE_FILE).write_text(json.dumps(history))
 
 
-def _resume(engine, directory: str | None) -> int:
-    """Load DeepSpeed's state (weights, optimizer, expert shards); the step to continue from."""
+def _resume(engine, directory: str | None) -> tuple[int, list[float]]:
+    """Load DeepSpeed's state (weights, optimizer, expert shards); the step and loss history."""
     if directory is None:
-        return 0
+        return 0, []
     engine.load_checkpoint(os.path.join(directory, DS_DIR), tag="last")
-    step = json.loads(Path(directory, STATE_FILE).read_text())["step"]
-    log.info("resumed expert-parallel training at step %d", step)
-    return step
+    state = json.loads(Path(directory, STATE_FILE).read_text())
+    log.info("resumed expert-parallel training at step %d", state["step"])
+    return state["step"], state["losses"]
 
 
 def expert_parallel_train_loop(config: dict) -> None:

@@ -47,6 +47,7 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
                 max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=True),
             run_config=tune.RunConfig(name=f"sweep-{parent.run_id}", verbose=0,
                                       storage_path=str(STATE_DIR.resolve()),
+                                      failure_config=tune.FailureConfig(fail_fast=True),
                                       callbacks=[callback]))
         results = tuner.fit()
     if results.errors:
@@ -137,12 +138,21 @@ def batch_values(tuned: dict, dims: list[Dim], batch_size: int) -> list[dict]:
                       for _ in range(batch_size - 1)]
 
 
-def best_of_batch(batch: list[dict], metrics: list[dict], metric: str, mode: str) -> dict:
-    if any(metric not in m for m in metrics):
+def best_index(rows: list[dict], metric: str, mode: str) -> int:
+    """Index of the best row by `metric` (the one place that decides what 'best' means)."""
+    if any(metric not in r for r in rows):
         raise KeyError(f"sweep.metric '{metric}' is not among the trial's metrics: "
-                       f"{', '.join(sorted(metrics[0]))}")
+                       f"{', '.join(sorted(rows[0]))}")
     pick = max if mode == "max" else min
-    best = pick(range(len(metrics)), key=lambda i: metrics[i][metric])
+    return pick(range(len(rows)), key=lambda i: rows[i][metric])
+
+
+def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    return sorted(rows, key=lambda r: r[metric], reverse=mode == "max")
+
+
+def best_of_batch(batch: list[dict], metrics: list[dict], metric: str, mode: str) -> dict:
+    best = best_index(metrics, metric, mode)
     result = {**metrics[best], "batch_size": len(batch),
               **{f"best.{k}": v for k, v in batch[best].items()}}
     if len(batch) > 1:
@@ -164,13 +174,12 @@ class TrialRecorder(_tune_callback_base()):
     def __init__(self, parent: Any, metric: str, bar: Any):
         self.parent, self.metric, self.bar = parent, metric, bar
         self.children: dict[str, Any] = {}
-        self.last: dict[str, dict] = {}
+        self.last: dict[str, dict] = {}        # trial id -> its latest reported result
         self.rows: list[dict] = []             # one per trial: its best configuration
         self.configurations: list[dict] = []   # every configuration evaluated, batches unrolled
 
     def on_trial_start(self, iteration, trials, trial, **info):
         child = self.parent.start_child(f"trial-{len(self.children):04d}", kind="trial")
-        child.log_params(trial.config)
         child.set_tags({"tune.trial_id": trial.trial_id})
         self.children[trial.trial_id] = child
 
@@ -185,9 +194,10 @@ class TrialRecorder(_tune_callback_base()):
         best = {k[len("best."):]: v for k, v in result.items() if k.startswith("best.")}
         metrics = {k: v for k, v in result.items() if _is_metric(k, v)}
         batch = json.loads(result[BATCH_KEY]) if result.get(BATCH_KEY) else [{**best, **metrics}]
+        child.log_params(best)  # the configuration the child's metrics belong to
         if len(batch) > 1:
             child.log_table(batch, "batch.csv")
-            child.log_params({f"best.{k}": v for k, v in best.items()})
+            child.log_params({f"tune.{k}": v for k, v in flatten(trial.config).items()})
         child.end("FINISHED")
         name = child.client.get_run(child.run_id).info.run_name
         self.rows.append({"trial": name, **best, **metrics})
@@ -196,6 +206,7 @@ class TrialRecorder(_tune_callback_base()):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _read(getattr(trial, "error_file", None)) or "trial failed (no error file)"
+        self.children[trial.trial_id].log_params(trial.config)
         self.children[trial.trial_id].end("FAILED", error)
         self.bar.advance()
 

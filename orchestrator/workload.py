@@ -10,6 +10,8 @@ A workload is a package exposing one `Workload` object (see `workloads/aeria/__i
 * `trial(cfg, ctx)` (optional) evaluates one configuration for a Tune sweep and returns its metrics.
 * `trial_batch(cfgs, ctx)` (optional) evaluates many configurations in one call, for workloads whose
   trials are cheap (vectorised simulators); without it the core loops over `trial`.
+* `trial_metrics(cfg)` (optional) names the metrics `trial` returns, so a mistyped
+  `sweep.metric` is caught before Ray starts.
 
 `cfg` is the validated, typed experiment (`cfg.seed`, `cfg.section` is the workload's own
 dataclass). Workload algorithms stay plain functions; only `run`/`trial` see the context.
@@ -33,6 +35,7 @@ class Workload:
     run: Callable[[Any, "RunContext"], list[Row]]
     trial: Optional[Callable[[Any, "TrialContext"], Metrics]] = None
     trial_batch: Optional[Callable[[Sequence[Any], "TrialContext"], list[Metrics]]] = None
+    trial_metrics: Optional[Callable[[Any], Sequence[str]]] = None  # names trial() returns
     description: str = ""
 
     def evaluate_batch(self, cfgs: Sequence[Any], ctx: "TrialContext") -> list[Metrics]:
@@ -44,15 +47,19 @@ class Workload:
         return [self.trial(c, ctx) for c in cfgs]
 
 
+def derive_rng(seed: int, *keys: int) -> np.random.Generator:
+    """The one seeding helper: an independent generator for (seed, *keys), the same every time."""
+    return np.random.default_rng([seed, *keys])
+
+
 @dataclass
 class TrialContext:
-    """What a sweep trial may use: its seed and a generator made from it (no tracking, no Ray)."""
+    """What a sweep trial may use: its seed and generators derived from it (no tracking, no Ray)."""
 
     seed: int
 
-    @property
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.seed)
+    def rng(self, *keys: int) -> np.random.Generator:
+        return derive_rng(self.seed, *keys)
 
 
 @dataclass
@@ -78,10 +85,9 @@ class RunContext:
     def seed(self) -> int:
         return self.cfg.seed
 
-    @property
-    def rng(self) -> np.random.Generator:
-        """A fresh generator from the run's seed: the same seed gives the same draws."""
-        return np.random.default_rng(self.cfg.seed)
+    def rng(self, *keys: int) -> np.random.Generator:
+        """`ctx.rng(round, device)`: a generator derived from the run's seed and the keys."""
+        return derive_rng(self.cfg.seed, *keys)
 
 
 def rows_to_columns(rows: Iterable[Row]) -> dict[str, list]:

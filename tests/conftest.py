@@ -10,6 +10,11 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "experiments" / "aeria" / "quickstart.yaml"
 
 
+def store() -> str:
+    """The absolute SQLite URI of ./mlflow.db (MLflow caches stores by URI string)."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """Run in an empty directory so mlflow.db and .orchestrator/ land there, not in the repo."""

@@ -1,6 +1,6 @@
 """The round loop: select devices, run them on the pool, aggregate, account, checkpoint.
 
-Every round's randomness comes from `default_rng([seed, round])` (never from carried state), and
+Every round's randomness comes from `derive_rng(seed, round, ...)` (never from carried state), and
 the state after each round is checkpointed atomically, so a run killed at any point and resumed
 from its last checkpoint reaches exactly the final state of an uninterrupted run.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from orchestrator.federated.comm import round_summary
 from orchestrator.federated.pool import DevicePool, WeightedSum
 from orchestrator.federated.population import Population
+from orchestrator.workload import derive_rng
 
 
 class Checkpointer:
@@ -59,7 +60,7 @@ class RoundLoop:
 
     def select(self, round_idx: int) -> np.ndarray:
         """This round's participants: online devices, then a `participation` share of them."""
-        rng = np.random.default_rng([self.seed, round_idx, 7])
+        rng = derive_rng(self.seed, round_idx, 7)
         online = self.population.available(rng)
         k = math.ceil(self.participation * len(online))
         return np.sort(rng.choice(online, size=k, replace=False)) if k else online

@@ -37,6 +37,10 @@ CASES = {
     "sweep_grid_value_out_of_range": (SWEEP, ["sweep.params.aeria.consensus_base={grid: [0.5,2]}"], ["consensus_base.grid[0]", "> 1"]),
     "sweep_batch_needs_random_search": (SWEEP, ["sweep.search_alg=optuna", "sweep.batch_size=10"], ["'sweep.batch_size'", "search_alg 'random'"]),
     "sweep_without_metric": (SWEEP, ["sweep.metric=''"], ["'sweep.metric'", "missing"]),
+    "sweep_unknown_metric": (SWEEP, ["sweep.metric=revenu_aeria"], ["'sweep.metric'", "did you mean 'revenue_aeria'"]),
+    "sweep_value_breaks_cross_field_rule": (SWEEP, ["sweep.params.aeria.users.deadline_ms_low={uniform: [50, 300]}"], ["sweep.params.aeria.users.deadline_ms_low", "300"]),
+    "unparsable_override_value": (None, ["aeria.user_counts=[1,2"], ["'aeria.user_counts'", "cannot parse"]),
+    "override_flow_map_without_space": (SWEEP, ["sweep.params.aeria.reserve_price={uniform:[0,1]}"], ["cannot parse", "a space after ':'"]),
 }
 
 
@@ -82,13 +86,39 @@ def test_missing_config_file_exits_2(workdir, capsys):
     assert "no such config file" in capsys.readouterr().err
 
 
+def test_a_valid_run_does_try_to_start_so_the_guard_can_fail(workdir):
+    assert main(["run", str(QUICKSTART)]) == 1
+    assert STARTED == ["parent_run"]
+
+
 def test_valid_config_validates(workdir, capsys):
     assert main(["validate", str(QUICKSTART), "aeria.num_users=500"]) == 0
     assert "ok" in capsys.readouterr().out
 
 
 def _assert_nothing_started(workdir: Path) -> None:
+    assert STARTED == [], f"started on bad input: {STARTED}"
+    assert not (workdir / "mlflow.db").exists(), "no MLflow store may be created on bad input"
+
+
+STARTED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def forbid_starting_anything(monkeypatch):
+    """Bad input must fail before Ray or MLflow are touched: record any attempt, and refuse it."""
     import ray
 
-    assert not ray.is_initialized(), "Ray must not start on bad input"
-    assert not (workdir / "mlflow.db").exists(), "no MLflow store may be created on bad input"
+    from orchestrator import runtime, tracking
+
+    STARTED.clear()
+
+    def refuse(name):
+        def start(*args, **kwargs):
+            STARTED.append(name)
+            raise RuntimeError(f"{name} must not start on bad input")
+        return start
+
+    monkeypatch.setattr(ray, "init", refuse("ray.init"))
+    monkeypatch.setattr(runtime, "ray_session", refuse("ray_session"))
+    monkeypatch.setattr(tracking, "parent_run", refuse("parent_run"))

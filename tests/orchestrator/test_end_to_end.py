@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.tracking import KIND_TAG, PARENT_TAG
-from tests.conftest import QUICKSTART
+from tests.conftest import QUICKSTART, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 SMALL = ["aeria.user_counts=[100,300]", "aeria.num_seeds=2", "aeria.property_users=60",
@@ -18,7 +18,7 @@ SWEEP = str(Path(QUICKSTART).with_name("sweep.yaml"))
 
 
 def _runs(experiment: str):
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(store())
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
     parents = [r for r in runs if r.data.tags.get(KIND_TAG) in ("run", "sweep")]

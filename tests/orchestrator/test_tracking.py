@@ -6,7 +6,7 @@ from mlflow import MlflowClient
 
 from orchestrator.config import load_experiment
 from orchestrator.tracking import PARENT_TAG, latest_children, parent_run, rows_to_csv
-from tests.conftest import QUICKSTART
+from tests.conftest import QUICKSTART, store
 
 
 @pytest.fixture
@@ -17,13 +17,13 @@ def cfg(workdir):
 def test_parent_run_logs_flattened_config_yaml_versions_and_commit(cfg):
     with parent_run(cfg, str(QUICKSTART), "run") as parent:
         pass
-    run = MlflowClient("sqlite:///mlflow.db").get_run(parent.run_id)
+    run = MlflowClient(store()).get_run(parent.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["seed"] == str(cfg.seed)
     assert run.data.params["aeria.num_users"] == str(cfg.aeria.num_users)
     assert run.data.tags["mlflow.source.git.commit"]
     assert run.data.tags["version.mlflow"]
-    artifacts = {a.path for a in MlflowClient("sqlite:///mlflow.db").list_artifacts(parent.run_id)}
+    artifacts = {a.path for a in MlflowClient(store()).list_artifacts(parent.run_id)}
     assert {"config.yaml", "versions.json"} <= artifacts
 
 
@@ -33,8 +33,8 @@ def test_child_runs_nest_under_the_parent_and_compare_reads_them_back(cfg):
             with parent.child(name) as child:
                 child.log_metrics({"revenue": value}, step=0)
                 child.log_metrics({"revenue": value * 10}, step=1)
-    client = MlflowClient("sqlite:///mlflow.db")
-    info, rows = latest_children("sqlite:///mlflow.db", "unit")
+    client = MlflowClient(store())
+    info, rows = latest_children(store(), "unit")
     assert info["run_id"] == parent.run_id
     assert [(r["run"], r["revenue"]) for r in rows] == [("a", 10.0), ("b", 20.0)]
     child_id = client.search_runs([parent.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.run_id}'")[0]
@@ -46,7 +46,7 @@ def test_a_run_that_raises_ends_failed_with_its_traceback(cfg):
         with parent_run(cfg, str(QUICKSTART), "run") as parent:
             with parent.child("boom"):
                 1 / 0
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(store())
     assert client.get_run(parent.run_id).info.status == "FAILED"
     child = client.search_runs([parent.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.run_id}'")[0]
     assert child.info.status == "FAILED"
@@ -57,7 +57,7 @@ def test_a_run_that_raises_ends_failed_with_its_traceback(cfg):
 def test_secret_looking_params_are_redacted(cfg):
     with parent_run(cfg, str(QUICKSTART), "run") as parent:
         parent.log_params({"backend": {"api_key": "sk-123", "model": "m"}})
-    params = MlflowClient("sqlite:///mlflow.db").get_run(parent.run_id).data.params
+    params = MlflowClient(store()).get_run(parent.run_id).data.params
     assert params["backend.api_key"] == "***" and params["backend.model"] == "m"
 
 

@@ -125,6 +125,12 @@ def _trial_metrics(cfg: AeriaConfig, market: Market, seed: int) -> dict[str, flo
     return flat
 
 
+def trial_metrics(cfg: Any) -> list[str]:
+    """The names `trial` returns for this config (checked against sweep.metric up front)."""
+    return ["num_users", "feasible_users", "benchmark_f2",
+            *[f"{key}_{name}" for name in cfg.aeria.mechanisms for key in TRIAL_METRICS]]
+
+
 def trial(cfg: Any, ctx: Any) -> dict[str, float]:
     """One market of `aeria.num_users` users drawn from the experiment seed; every mechanism."""
     a, seed = cfg.aeria, market_seeds(cfg.seed, 1)[0]

@@ -1,0 +1,54 @@
+"""FedJETS' compact MoE (prune, merge back) and the communication accounting."""
+from __future__ import annotations
+
+import torch
+
+from workloads.deepfusion.baselines import (compact_moe, deepfusion_upload_bytes,
+                                            fedjets_round_bytes, merge_compact_moes,
+                                            route_device_to_experts)
+from workloads.deepfusion.models import build_student
+from workloads.deepfusion.upcycle import expert_ffn, upcycle
+
+
+def _moe(family="qwen3_moe", K=4):
+    return upcycle([build_student(family, "tiny", seed=i) for i in range(K)], family, 2, seed=0)
+
+
+def test_compact_moe_holds_the_chosen_experts_and_the_shared_weights(batch):
+    for family in ("qwen3_moe", "deepseek_v3"):
+        moe = _moe(family)
+        local = compact_moe(moe, [1, 3])
+        assert torch.equal(expert_ffn(local, 0, 1)["down_proj.weight"],
+                           expert_ffn(moe, 0, 3)["down_proj.weight"])
+        assert torch.equal(local.model.layers[1].mlp.gate.weight,
+                           moe.model.layers[1].mlp.gate.weight[[1, 3]])
+        assert torch.equal(local.model.embed_tokens.weight, moe.model.embed_tokens.weight)
+        assert torch.isfinite(local(input_ids=batch, labels=batch).loss)
+
+
+def test_merge_averages_each_expert_over_the_devices_that_trained_it():
+    moe = _moe()
+    ids = [[0, 1], [1, 2]]
+    locals_ = [compact_moe(moe, i) for i in ids]
+    with torch.no_grad():
+        for value, local in zip((1.0, 3.0), locals_):
+            for p in local.parameters():
+                p.fill_(value)
+    untouched = expert_ffn(moe, 0, 3)["down_proj.weight"].clone()
+    merge_compact_moes(moe, locals_, ids)
+    assert torch.all(expert_ffn(moe, 0, 0)["down_proj.weight"] == 1.0)
+    assert torch.all(expert_ffn(moe, 0, 1)["down_proj.weight"] == 2.0)
+    assert torch.all(expert_ffn(moe, 1, 2)["gate_proj.weight"] == 3.0)
+    assert torch.equal(expert_ffn(moe, 0, 3)["down_proj.weight"], untouched)
+    assert torch.all(moe.model.embed_tokens.weight == 2.0)
+    assert torch.all(moe.model.layers[0].mlp.gate.weight[1] == 2.0)
+
+
+def test_devices_are_routed_to_n_distinct_experts(batch):
+    chosen = route_device_to_experts(_moe(), batch, n=2)
+    assert len(set(chosen)) == 2 and all(0 <= e < 4 for e in chosen)
+
+
+def test_communication_bytes():
+    assert fedjets_round_bytes(1_000, num_devices=8, rounds=5) == 80_000
+    assert deepfusion_upload_bytes([100, 200, 300], embedding_dim=16) == 600 + 3 * 64

