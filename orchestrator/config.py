@@ -124,6 +124,15 @@ def experiment_schema(name: str, section_cls: type) -> type:
         [(name, section_cls, field(default_factory=section_cls))], bases=(ExperimentBase,))
 
 
+def check_ranges(obj: Any, names: typing.Iterable[str]) -> None:
+    """For each name, `<name>_low <= <name>_high` on `obj`, or a ConfigError naming the pair."""
+    for name in names:
+        low, high = getattr(obj, f"{name}_low"), getattr(obj, f"{name}_high")
+        if low > high:
+            raise ConfigError(f"{name}_low", f"low {low} exceeds high {high}",
+                              f"set {name}_low <= {name}_high")
+
+
 # --------------------------------------------------------------------------- building
 def build(cls: type, data: Any, path: str = "") -> Any:
     """Turn plain YAML data into an instance of dataclass `cls`, or raise one ConfigError."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.config import ConfigError, knob
+from orchestrator.config import check_ranges, knob
 
 RANGES = ("speed_gflops", "memory_mb", "uplink_mbps", "downlink_mbps", "availability")
 
@@ -38,8 +38,4 @@ class FederationConfig:
     gpus_per_actor: float = knob(0.0, "GPUs per device actor (fractions share a GPU)", ge=0)
 
     def validate(self) -> None:
-        for key in RANGES:
-            low, high = getattr(self, f"{key}_low"), getattr(self, f"{key}_high")
-            if low > high:
-                raise ConfigError(f"{key}_low", f"low {low} exceeds high {high}",
-                                  f"set {key}_low <= {key}_high")
+        check_ranges(self, RANGES)

@@ -8,18 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import ConfigError, knob
+from orchestrator.config import ConfigError, check_ranges, knob
 from workloads.aeria.mechanisms import MECHANISMS
 from workloads.aeria.profiles import DEFAULT_PATH, load_profiles
 
 VALUE_DISTRIBUTIONS = ("uniform", "lognormal", "exponential")
 SPREADS = ("loguniform", "uniform")
-
-
-def _check_range(low: float, high: float, key: str) -> None:
-    if low > high:
-        raise ConfigError(f"{key}_low", f"low {low} exceeds high {high}",
-                          f"set {key}_low <= {key}_high")
 
 
 @dataclass
@@ -55,8 +49,7 @@ class UserConfig:
                                      "(the accuracy floor is always uniform)", choices=SPREADS)
 
     def validate(self) -> None:
-        for key in ("accuracy_floor", "deadline_ms", "device_gflops", "bandwidth_mbps"):
-            _check_range(getattr(self, f"{key}_low"), getattr(self, f"{key}_high"), key)
+        check_ranges(self, ("accuracy_floor", "deadline_ms", "device_gflops", "bandwidth_mbps"))
 
 
 @dataclass
