@@ -13,6 +13,8 @@ Prints, measured side by side in one run (this machine is noisy; compare ratios,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -74,8 +76,9 @@ def time_sweep(num_samples: int, batch_size: int, label: str) -> dict:
     grid = len(load_experiment(SWEEP).sweep.params.get("aeria.consensus_base", {}).get("grid", [1]))
     configs = grid * num_samples * batch_size
     t0 = time.perf_counter()
-    code = cli(["sweep", str(SWEEP), f"sweep.num_samples={num_samples}",
-                f"sweep.batch_size={batch_size}", f"mlflow.experiment=bench-{label}"])
+    with contextlib.redirect_stdout(io.StringIO()):  # the sweep's own summary table
+        code = cli(["sweep", str(SWEEP), f"sweep.num_samples={num_samples}",
+                    f"sweep.batch_size={batch_size}", f"mlflow.experiment=bench-{label}"])
     seconds = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"the {label} sweep failed (exit {code})")
@@ -85,7 +88,8 @@ def time_sweep(num_samples: int, batch_size: int, label: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000-config sweep instead of 10,000")
+    parser.add_argument("--quick", action="store_true",
+                        help="a sweep of at least 1,000 configurations instead of 10,000")
     args = parser.parse_args()
     import ray
 
