@@ -15,6 +15,7 @@ from orchestrator.workload import Workload
 
 BUILTIN = {
     "aeria": "workloads.aeria:WORKLOAD",
+    "deepfusion": "workloads.deepfusion:WORKLOAD",
 }
 ENTRY_POINT_GROUP = "orchestrator.workloads"
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,5 +11,18 @@ Plain, Ray-free algorithm modules (the workload's orchestration imports them):
   upcycle.py     Phase III: students -> MoE (Eqs. 12-13, Fig. 6), freeze experts
   baselines.py   FedJETS' compact MoE and merge, communication bytes
   metrics.py     token log-perplexity (Eq. 3) and token accuracy
+Orchestration (Ray, MLflow, DeepSpeed; only these see the run context):
+  programs.py    device programs on the federated pool, Phase II/III Ray tasks, the Ray Train loop
+  workload.py    run(cfg, ctx): Phases 0-III and the baselines, one child run per method
 See README.md here for what is the paper's and what is ours.
 """
+from orchestrator.workload import Workload
+from workloads.deepfusion.config import DeepFusionConfig
+from workloads.deepfusion.workload import run
+
+WORKLOAD = Workload(
+    name="deepfusion", config_cls=DeepFusionConfig, run=run,
+    description="one-shot federated KD of heterogeneous on-device LLMs into an MoE (DeepFusion) "
+                "vs centralized, FedJETS, FedMKT, OFA-KD and the no-VAA ablation")
+
+__all__ = ["WORKLOAD"]

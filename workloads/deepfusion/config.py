@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from orchestrator.config import ConfigError, knob
+from orchestrator.federated.config import FederationConfig
 
 CASES = ("medical", "financial")
 SIZES = ("tiny", "small", "paper")
@@ -17,6 +18,8 @@ DEVICE_MODELS = ("gpt2", "gpt2-medium", "llama", "bloom", "smollm2")
 MOE_FAMILIES = ("qwen3_moe", "deepseek_v3")
 EMBEDDINGS = ("random_projection", "minilm")
 OPTIMIZERS = ("adamw", "adam", "sgd", "sgd_momentum")
+METHODS = ("deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusion_no_vaa")
+KD_METHODS = ("deepfusion", "deepfusion_no_vaa", "ofa_kd", "fedmkt")  # share Phase 0 and Phase I
 
 
 @dataclass
@@ -145,6 +148,26 @@ class BaselineConfig:
 
 
 @dataclass
+class RunConfig:
+    """Orchestration knobs: which methods run, where Phase III runs, how much is evaluated."""
+
+    methods: list[str] = knob(list(METHODS), "methods compared, one MLflow child run each",
+                              choices=METHODS)
+    ep_methods: list[str] = knob(["deepfusion", "centralized"],
+                                 "methods whose MoE training runs expert-parallel on Ray Train "
+                                 "(DeepSpeed AutoEP); the others tune in one Ray task",
+                                 choices=METHODS)
+    ep_workers: int = knob(2, "Ray Train workers = expert-parallel ranks (divides num_experts)",
+                           ge=1)
+    ep_cpus_per_worker: float = knob(1.0, "CPUs per Ray Train worker", gt=0)
+    use_gpu: bool = knob(False, "Ray Train workers take one GPU each (NCCL, bf16)")
+    centralized_steps: int = knob(100, "steps of the centralized MoE on the pooled data", ge=1)
+    eval_blocks: Optional[int] = knob(None, "cap on held-out test blocks evaluated; null: all",
+                                      ge=1)
+    round_eval_blocks: int = knob(16, "test blocks evaluated after each FedJETS round", ge=1)
+
+
+@dataclass
 class DeepFusionConfig:
     """The algorithm side of deepfusion: data, models, the three phases, the baselines."""
 
@@ -156,8 +179,19 @@ class DeepFusionConfig:
     distill: DistillConfig = knob(factory=DistillConfig)
     moe: MoeConfig = knob(factory=MoeConfig)
     baselines: BaselineConfig = knob(factory=BaselineConfig)
+    run: RunConfig = knob(factory=RunConfig)
+    federation: FederationConfig = knob(factory=FederationConfig)
 
     def validate(self) -> None:
+        if not self.run.methods:
+            raise ConfigError("run.methods", "is empty", ", ".join(METHODS))
+        if self.moe.num_experts % self.run.ep_workers:
+            raise ConfigError("run.ep_workers", f"{self.run.ep_workers} workers cannot split "
+                                                f"{self.moe.num_experts} experts evenly",
+                              "pick ep_workers dividing moe.num_experts")
+        if self.moe.num_experts > self.federation.num_devices:
+            raise ConfigError("moe.num_experts", f"K={self.moe.num_experts} exceeds "
+                                                 f"federation.num_devices")
         patches = self.vaa.queries // self.vaa.stages
         if self.data.seq_len % patches:
             raise ConfigError("vaa.queries", f"seq_len={self.data.seq_len} is not a multiple of "

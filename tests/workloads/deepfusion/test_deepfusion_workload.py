@@ -1,0 +1,73 @@
+"""DeepFusion end to end on the real Ray pool, Ray Train + DeepSpeed AutoEP, MLflow (tiny models).
+
+One full run of the quickstart with tiny overrides, then a run of two of its methods killed right
+after Phase 0 and resumed: the resumed run must end with exactly the uninterrupted run's metrics
+(every seed derives from cfg.seed per phase and per job, so the method subset changes nothing).
+"""
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.tracking import KIND_TAG, PARENT_TAG
+from tests.conftest import REPO, store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+QUICKSTART = str(REPO / "experiments" / "deepfusion" / "quickstart.yaml")
+TINY = ["deepfusion.data.max_records=400", "deepfusion.local.steps=3",
+        "deepfusion.distill.steps=3", "deepfusion.moe.steps=2",
+        "deepfusion.run.centralized_steps=2",
+        "deepfusion.baselines.fedjets_rounds=2", "deepfusion.baselines.fedjets_local_steps=2",
+        "deepfusion.run.eval_blocks=8", "deepfusion.run.round_eval_blocks=4",
+        "mlflow.experiment=deepfusion-e2e"]
+METHODS = {"deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusion_no_vaa"}
+FINAL = ("log_ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes")
+
+
+def _parents_and_children(experiment: str):
+    client = MlflowClient(store())
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == "run"]
+    return client, [(p, [r for r in runs if r.data.tags.get(PARENT_TAG) == p.info.run_id])
+                    for p in parents]
+
+
+def _finals(children) -> dict:
+    return {c.info.run_name: {k: c.data.metrics[k] for k in FINAL} for c in children}
+
+
+def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_the_same_metrics(
+        workdir, monkeypatch):  # noqa: ARG001 (workdir: run in a scratch directory)
+    assert main(["run", QUICKSTART, *TINY]) == 0
+    client, [(parent, children)] = _parents_and_children("deepfusion-e2e")
+    assert parent.info.status == "FINISHED"
+    assert {c.info.run_name for c in children} == METHODS
+    assert all(c.info.status == "FINISHED" and "log_ppl" in c.data.metrics for c in children)
+    deepfusion = next(c for c in children if c.info.run_name == "deepfusion")
+    experts = eval(deepfusion.data.tags["experts_by_rank"])  # {block: [[rank 0's], [rank 1's]]}
+    assert experts and all(sorted(r0 + r1) == [0, 1, 2, 3] and not set(r0) & set(r1)
+                           for r0, r1 in experts.values())
+    fedjets = next(c for c in children if c.info.run_name == "fedjets")
+    assert len(client.get_metric_history(fedjets.info.run_id, "cum_bytes")) == 2, "one per round"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "tables_I_II.csv", "tables_I_II.png", "communication.png"} <= artifacts
+    uninterrupted = _finals(children)
+
+    import workloads.deepfusion.workload as wl
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed after Phase 0")
+
+    subset = [*TINY, "deepfusion.run.methods=[deepfusion,fedjets]"]
+    with monkeypatch.context() as patch:
+        patch.setattr(wl, "cluster_devices", killed)
+        assert main(["run", QUICKSTART, *subset]) == 1
+    assert main(["run", QUICKSTART, *subset, "--resume"]) == 0
+    _, runs = _parents_and_children("deepfusion-e2e")
+    resumed_parent, resumed_children = runs[-1]
+    assert resumed_parent.info.status == "FINISHED" and len(runs) == 2, "resume reopens the run"
+    resumed = _finals(resumed_children)
+    assert set(resumed) == {"deepfusion", "fedjets"}
+    assert resumed == {m: uninterrupted[m] for m in resumed}

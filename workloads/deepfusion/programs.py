@@ -1,0 +1,289 @@
+"""What runs off the driver: device programs on the federated pool, Ray tasks, Ray Train loops.
+
+* `LocalLmProgram` (Phase 0, one round, `Collect` reducer): a device builds the on-device LLM it
+  picked by memory, trains it on its private shard and uploads it once with its embedding e_n.
+* `FedJetsProgram` (FedJETS rounds, `Collect` reducer): a device routes its data through the
+  global MoE, takes the compact MoE of its top experts, trains it and uploads it every round.
+* `distill_cluster` (Phase II, a `ctx.map` task): proxy teacher -> dense student, by the method's
+  KD loss (VAA, no-VAA, OFA-KD, FedMKT).
+* `tune_moe_in_process` (a `ctx.map` task): Phase III without Ray Train, for methods not in
+  `run.ep_methods`.
+* `upcycled_expert_parallel_loop` (a Ray Train loop): `expert_parallel_train_loop` started from
+  given MoE weights instead of a seeded init.
+
+Every function here is top-level and takes picklable data, and derives its randomness from the
+seeds it is handed, so re-running any piece gives the same tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.workload import derive_rng
+
+
+def derive_seed(*keys: int) -> int:
+    """An int seed for torch from (seed, *keys), via the one seeding helper."""
+    return int(derive_rng(*keys).integers(2**31 - 1))
+
+
+def _train_steps(model, blocks, steps: int, batch_size: int, optimizer, rng) -> list[float]:
+    """`steps` causal-LM steps on random mini-batches of `blocks` (the batch order from `rng`)."""
+    import torch
+
+    from workloads.deepfusion.models import causal_lm_step
+
+    losses = []
+    for _ in range(steps if len(blocks) else 0):
+        idx = rng.choice(len(blocks), size=min(batch_size, len(blocks)), replace=False)
+        losses.append(causal_lm_step(model, blocks[torch.as_tensor(idx)], optimizer))
+    return losses
+
+
+# --------------------------------------------------------------------------- Phase 0
+@dataclass(frozen=True)
+class LocalSpec:
+    """Everything every device needs for Phase 0 (shipped once to each actor)."""
+
+    models: list[str]         # on-device LLM name per device
+    texts: list[list[str]]    # private records per device
+    size: str
+    seq_len: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    steps: int
+    embedding: str            # e_n encoder kind
+    embedding_dim: int
+    encoder_seed: int         # one encoder shared by every device (e_n must be comparable)
+    dtype_bytes: int
+
+
+class LocalLmProgram:
+    """Phase 0 on one device: train its on-device LLM on its shard; upload model + e_n once."""
+
+    def __init__(self, spec: LocalSpec):
+        from workloads.deepfusion.clustering import make_encoder
+        from workloads.deepfusion.models import load_tokenizer
+
+        self.spec = spec
+        self.tokenizer = load_tokenizer()
+        self.encoder = make_encoder(spec.embedding, self.tokenizer, spec.embedding_dim,
+                                    spec.encoder_seed)
+
+    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+        import torch
+
+        from workloads.deepfusion.clustering import device_embedding
+        from workloads.deepfusion.data import lm_blocks
+        from workloads.deepfusion.models import (build_device_model, make_optimizer, param_bytes,
+                                                 train_memory_bytes)
+
+        s = self.spec
+        texts = s.texts[device]
+        blocks = lm_blocks(texts, self.tokenizer, s.seq_len)
+        model = build_device_model(s.models[device], s.size, seed=derive_seed(seed, 100, device))
+        optimizer = make_optimizer(model.parameters(), s.optimizer, s.lr)
+        losses = _train_steps(model, blocks, s.steps, s.batch_size, optimizer,
+                              derive_rng(seed, 101, device))
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        e_n = torch.as_tensor(device_embedding(texts, self.encoder), dtype=torch.float32)
+        n_params = sum(p.numel() for p in model.parameters())
+        flops = 6.0 * n_params * s.steps * min(s.batch_size, len(blocks)) * s.seq_len
+        metrics = {"loss": losses[-1] if losses else float("nan"),
+                   "model_bytes": float(param_bytes(model, s.dtype_bytes)),
+                   "memory_bytes": float(train_memory_bytes(model, s.optimizer, s.batch_size,
+                                                            s.seq_len, s.dtype_bytes)),
+                   "blocks": float(len(blocks))}
+        return DeviceUpdate({"model": state, "embedding": e_n}, float(len(texts)), len(texts),
+                            flops, metrics)
+
+
+def make_local_program(spec: LocalSpec) -> LocalLmProgram:
+    return LocalLmProgram(spec)
+
+
+# --------------------------------------------------------------------------- FedJETS
+@dataclass(frozen=True)
+class FedJetsSpec:
+    moe_config: Any           # the global MoE's transformers config
+    blocks: list              # (n_d, T) token blocks per device
+    experts: int              # experts in each device's compact MoE
+    local_steps: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    dtype_bytes: int
+
+
+class FedJetsProgram:
+    """One FedJETS device round: route -> compact MoE of its top experts -> train -> upload."""
+
+    def __init__(self, spec: FedJetsSpec):
+        from transformers import AutoModelForCausalLM
+
+        self.spec = spec
+        self.global_moe = AutoModelForCausalLM.from_config(spec.moe_config)
+
+    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+        import torch
+
+        from workloads.deepfusion.baselines import compact_moe, route_device_to_experts
+        from workloads.deepfusion.models import make_optimizer, param_bytes
+
+        s = self.spec
+        self.global_moe.load_state_dict(global_state)
+        blocks = s.blocks[device]
+        ids = route_device_to_experts(self.global_moe, blocks[:s.batch_size], s.experts)
+        local = compact_moe(self.global_moe, ids)
+        torch.manual_seed(derive_seed(seed, 200, round_idx, device))
+        optimizer = make_optimizer(local.parameters(), s.optimizer, s.lr)
+        losses = _train_steps(local, blocks, s.local_steps, s.batch_size, optimizer,
+                              derive_rng(seed, 201, round_idx, device))
+        state = {k: v.detach().clone() for k, v in local.state_dict().items()}
+        flops = 6.0 * sum(p.numel() for p in local.parameters()) * s.local_steps * \
+            min(s.batch_size, len(blocks)) * blocks.shape[1]
+        metrics = {"loss": losses[-1] if losses else float("nan"),
+                   "compact_bytes": float(param_bytes(local, s.dtype_bytes))}
+        return DeviceUpdate({"state": state, "experts": torch.tensor(ids)}, float(len(blocks)),
+                            len(blocks), flops, metrics)
+
+
+def make_fedjets_program(spec: FedJetsSpec) -> FedJetsProgram:
+    return FedJetsProgram(spec)
+
+
+# --------------------------------------------------------------------------- Phase II
+@dataclass(frozen=True)
+class DistillJob:
+    method: str               # deepfusion | deepfusion_no_vaa | ofa_kd | fedmkt
+    cluster: int
+    teacher_name: str
+    teacher_state: dict
+    public_blocks: Any        # (n, T) server public data
+    size: str
+    moe_family: str
+    student_seed: int
+    batch_seed: int
+    distill: Any              # DistillConfig
+    vaa: Any                  # VaaConfig
+    baselines: Any            # BaselineConfig
+    batch_size: int
+
+
+def _kd_step_fn(job: DistillJob, teacher, student):
+    """(extra trainable module or None, step(batch, optimizer) -> loss parts) for the method."""
+    from workloads.deepfusion import distill as kd
+    from workloads.deepfusion.vaa import LinearFeatureMap, ViewAlignedAttention
+
+    d, v, b = job.distill, job.vaa, job.baselines
+    hs, ht, T = student.config.hidden_size, teacher.config.hidden_size, job.public_blocks.shape[1]
+    if job.method == "fedmkt":
+        return None, lambda x, opt: kd.fedmkt_step(teacher, student, x, opt, b.fedmkt_lambda,
+                                                   b.fedmkt_temperature)
+    if job.method == "ofa_kd":
+        branches = kd.OfaBranches(hs, student.config.vocab_size, v.stages)
+        w = kd.OfaWeights(b.ofa_eps, b.ofa_temperature, b.ofa_kd_weight, b.ofa_stage_weight)
+        return branches, lambda x, opt: kd.ofa_step(teacher, student, branches, x, opt, w)
+    aligner = (ViewAlignedAttention(hs, ht, T, v.stages, v.queries, v.dim, v.heads,
+                                    v.position_embedding) if job.method == "deepfusion"
+               else LinearFeatureMap(hs, ht, v.stages))
+    w = kd.KDWeights(d.alpha, d.beta, d.temperature)
+    return aligner, lambda x, opt: kd.distill_step(teacher, student, aligner, x, opt, w)
+
+
+def distill_cluster(job: DistillJob) -> dict:
+    """Phase II for one cluster: the student's state dict and the loss history."""
+    import torch
+
+    from workloads.deepfusion.models import build_device_model, build_student, make_optimizer
+
+    torch.set_num_threads(1)
+    teacher = build_device_model(job.teacher_name, job.size)
+    teacher.load_state_dict(job.teacher_state)
+    student = build_student(job.moe_family, job.size, seed=job.student_seed)
+    torch.manual_seed(job.batch_seed)  # the aligner's / branches' init
+    extra, step = _kd_step_fn(job, teacher, student)
+    params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    optimizer = make_optimizer(params, job.distill.optimizer, job.distill.lr)
+    rng, blocks, history = derive_rng(job.batch_seed), job.public_blocks, []
+    for _ in range(job.distill.steps):
+        idx = rng.choice(len(blocks), size=min(job.batch_size, len(blocks)), replace=False)
+        history.append(step(blocks[torch.as_tensor(idx)], optimizer))
+    return {"state": {k: v.detach().clone() for k, v in student.state_dict().items()},
+            "losses": [h["loss"] for h in history]}
+
+
+# --------------------------------------------------------------------------- Phase III
+@dataclass(frozen=True)
+class TuneJob:
+    """Phase III without Ray Train: the same batches, optimizer and clipping as the EP path."""
+
+    moe_config: Any
+    init_state: dict
+    tokens: Any               # (steps, batch, T), as in ExpertParallelJob
+    frozen: tuple[str, ...]
+    optimizer: str
+    lr: float
+    grad_clip: float = 1.0
+
+
+def tune_moe_in_process(job: TuneJob) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from orchestrator.train import freeze_matching
+    from workloads.deepfusion.models import causal_lm_loss, make_optimizer
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_config(job.moe_config)
+    model.load_state_dict(job.init_state, strict=True)
+    freeze_matching(model, job.frozen)
+    optimizer = make_optimizer(model.parameters(), job.optimizer, job.lr)
+    model.train()
+    losses = []
+    for batch in job.tokens:
+        optimizer.zero_grad(set_to_none=True)
+        loss = causal_lm_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                       job.grad_clip)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "losses": losses}
+
+
+def upcycled_expert_parallel_loop(config: dict) -> None:
+    """`expert_parallel_train_loop`, but every rank starts from `config["init_state"]` (the
+    upcycled MoE) instead of `build_causal_lm`'s seeded init.
+
+    `ExpertParallelJob` has no field for initial weights, so this wraps the core's model builder
+    inside this Ray Train worker process only (the driver and other workers are untouched).
+    TODO(core): an `ExpertParallelJob.init_state` field would make this wrapper unnecessary.
+    """
+    import orchestrator.train as train
+
+    init: Optional[dict] = config.get("init_state")
+    if init is not None:
+        build = train.build_causal_lm
+
+        def build_from_state(model_config, seed):
+            model = build(model_config, seed)
+            model.load_state_dict(init, strict=True)
+            return model
+
+        train.build_causal_lm = build_from_state
+    train.expert_parallel_train_loop(config)
+
+
+def batch_plan(blocks, steps: int, batch_size: int, rng: np.random.Generator):
+    """(steps, batch_size, T) blocks drawn without replacement within a step, seeded."""
+    import torch
+
+    idx = np.stack([rng.choice(len(blocks), size=batch_size, replace=len(blocks) < batch_size)
+                    for _ in range(steps)])
+    return blocks[torch.as_tensor(idx)]
