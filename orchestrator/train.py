@@ -124,6 +124,7 @@ class ExpertParallelJob:
     # Ray Train V2 takes one report per controller poll (2 s): a report sooner blocks the step
     report_interval_s: float = 2.0
     fail_once_at_step: Optional[int] = None  # fault drill: the last rank dies here on a fresh start
+    init_state: Optional[dict] = None  # start from these HF weights (e.g. an upcycled MoE), not `seed`
 
 
 def build_causal_lm(model_config: Any, seed: int):
@@ -290,6 +291,8 @@ def run_expert_parallel(job: ExpertParallelJob, rank: int, world: int, report: R
     sharded state (to resume) and, from rank 0, the consolidated HF `model.pt` (to deploy).
     """
     model = build_causal_lm(job.model_config, job.seed)
+    if job.init_state is not None:
+        model.load_state_dict(job.init_state, strict=True)
     frozen = freeze_matching(model, job.frozen)
     ep = ExpertParallelModel.wrap(model, job.ds_config)
     start, losses = _resume(ep.engine, resume_dir)

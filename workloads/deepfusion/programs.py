@@ -8,8 +8,9 @@
   KD loss (VAA, no-VAA, OFA-KD, FedMKT).
 * `tune_moe_in_process` (a `ctx.map` task): Phase III without Ray Train, for methods not in
   `run.ep_methods`.
-* `upcycled_expert_parallel_loop` (a Ray Train loop): `expert_parallel_train_loop` started from
-  given MoE weights instead of a seeded init.
+
+Phase III on Ray Train uses the core's `expert_parallel_train_loop` with
+`ExpertParallelJob.init_state` = the upcycled MoE's weights.
 
 Every function here is top-level and takes picklable data, and derives its randomness from the
 seeds it is handed, so re-running any piece gives the same tensors.
@@ -17,7 +18,7 @@ seeds it is handed, so re-running any piece gives the same tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -255,29 +256,6 @@ def tune_moe_in_process(job: TuneJob) -> dict:
         losses.append(float(loss.detach()))
     return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "losses": losses}
-
-
-def upcycled_expert_parallel_loop(config: dict) -> None:
-    """`expert_parallel_train_loop`, but every rank starts from `config["init_state"]` (the
-    upcycled MoE) instead of `build_causal_lm`'s seeded init.
-
-    `ExpertParallelJob` has no field for initial weights, so this wraps the core's model builder
-    inside this Ray Train worker process only (the driver and other workers are untouched).
-    TODO(core): an `ExpertParallelJob.init_state` field would make this wrapper unnecessary.
-    """
-    import orchestrator.train as train
-
-    init: Optional[dict] = config.get("init_state")
-    if init is not None:
-        build = train.build_causal_lm
-
-        def build_from_state(model_config, seed):
-            model = build(model_config, seed)
-            model.load_state_dict(init, strict=True)
-            return model
-
-        train.build_causal_lm = build_from_state
-    train.expert_parallel_train_loop(config)
 
 
 def batch_plan(blocks, steps: int, batch_size: int, rng: np.random.Generator):

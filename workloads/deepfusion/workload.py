@@ -191,9 +191,10 @@ def distill_methods(c: DeepFusionConfig, setup: Setup, phase1: dict, methods: li
 
 # --------------------------------------------------------------------------- Phase III
 def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_blocks, frozen,
-            seed: int, loop, extra: dict, lr: float) -> tuple[dict, dict]:
+            seed: int, lr: float, init_state: dict | None = None) -> tuple[dict, dict]:
     """Expert-parallel training on `run.ep_workers` Ray Train workers; (HF state, metrics)."""
-    from orchestrator.train import (ExpertParallelJob, deepspeed_config, load_consolidated,
+    from orchestrator.train import (ExpertParallelJob, deepspeed_config,
+                                    expert_parallel_train_loop, load_consolidated,
                                     run_distributed)
 
     r = c.run
@@ -202,9 +203,10 @@ def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_bloc
                           zero_stage=0, lr=lr, use_gpu=r.use_gpu)
     job = ExpertParallelJob(model_config=model_config, tokens=tokens,
                             eval_tokens=test_blocks[:tokens.shape[1]], ds_config=ds,
-                            steps=len(tokens), frozen=frozen, seed=seed)
+                            steps=len(tokens), frozen=frozen, seed=seed, init_state=init_state)
     storage = str((Path(ctx.checkpoint_dir) / "ray_train").resolve())
-    result = run_distributed(loop, {"job": job, **extra}, r.ep_workers, r.use_gpu, storage, name,
+    result = run_distributed(expert_parallel_train_loop, {"job": job}, r.ep_workers, r.use_gpu,
+                             storage, name,
                              cpus_per_worker=r.ep_cpus_per_worker)
     log.info("%s: experts_by_rank %s", name, result.metrics.get("experts_by_rank"))
     return load_consolidated(result.checkpoint_path), result.metrics
@@ -237,8 +239,7 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
         state, out["losses"] = init, []
     elif method in c.run.ep_methods:
         state, metrics = _ep_run(c, ctx, f"{method}-phase3", config, tokens, setup.test_blocks,
-                                 EXPERT_PATTERNS, 0, programs.upcycled_expert_parallel_loop,
-                                 {"init_state": init}, c.moe.lr)
+                                 EXPERT_PATTERNS, 0, c.moe.lr, init_state=init)
         out["losses"], out["experts_by_rank"] = metrics["losses"], metrics["experts_by_rank"]
     else:
         job = programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
@@ -254,7 +255,7 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     every weight trainable, at the devices' learning rate (it trains from scratch like them)."""
     import torch
 
-    from orchestrator.train import build_causal_lm, expert_parallel_train_loop
+    from orchestrator.train import build_causal_lm
     from workloads.deepfusion.models import train_memory_bytes
 
     config = _moe_config(c)
@@ -262,7 +263,7 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     tokens = _token_plan(c, pooled, c.run.centralized_steps, derive_seed(ctx.seed, 9))
     seed = derive_seed(ctx.seed, 10)
     state, metrics = _ep_run(c, ctx, "centralized", config, tokens, setup.test_blocks, (), seed,
-                             expert_parallel_train_loop, {}, c.local.lr)
+                             c.local.lr)
     memory = train_memory_bytes(build_causal_lm(config, seed), "adamw", c.data.batch_size,
                                 c.data.seq_len, c.models.dtype_bytes)
     return {"final": _evaluate(c, config, state, setup.test_blocks), "losses": metrics["losses"],
