@@ -89,6 +89,9 @@ class SweepConfig:
     search_alg: str = knob("random", "search algorithm", choices=("random", "optuna"))
     scheduler: str = knob("fifo", "trial scheduler", choices=("fifo", "asha", "median"))
     max_concurrent_trials: Optional[int] = knob(None, "cap on trials running at once", ge=1)
+    cpus_per_trial: float = knob(1.0, "CPUs each trial reserves (work it starts on Ray reserves "
+                                      "its own)", gt=0)
+    gpus_per_trial: float = knob(0.0, "GPUs each trial reserves", ge=0)
     batch_size: int = knob(1, "configurations one trial evaluates: grid axes come from Tune, "
                               "sampled axes are drawn batch_size times inside the trial", ge=1)
     params: dict = knob({}, "dotted config key -> {grid|choice: [..]} or "

@@ -79,7 +79,8 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "ta
     """`[fn(x) for x in items]` as Ray tasks (retried if a worker dies), with a progress bar."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, max_retries=3)(fn)
+    # "DEFAULT": from inside a Tune trial the tasks take their own resources, not the trial's
+    remote = ray.remote(num_cpus=num_cpus, max_retries=3, scheduling_strategy="DEFAULT")(fn)
     refs = [remote.remote(item) for item in items]
     pending = list(refs)
     with progress(len(refs), desc) as bar:

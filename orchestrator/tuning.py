@@ -33,9 +33,11 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
     from ray import tune
 
     dims = parse_params(cfg)
+    cache = STATE_DIR.resolve() / f"sweep-{parent.run_id}" / "cache"
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, base=to_dict(cfg), dims=dims,
-                             batch_size=cfg.sweep.batch_size), {"cpu": 1})
+                             batch_size=cfg.sweep.batch_size, cache_dir=str(cache)),
+        {"cpu": cfg.sweep.cpus_per_trial, "gpu": cfg.sweep.gpus_per_trial})
     total = cfg.sweep.num_samples * math.prod(len(d.values) for d in dims if not d.sampled)
     with progress(total, "trials") as bar:
         callback = TrialRecorder(parent, cfg.sweep.metric, bar)
@@ -105,7 +107,9 @@ def search_algorithm(cfg: Any) -> Any:
         return OptunaSearch(seed=cfg.seed)
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=cfg.seed)
+    # Tune applies max_concurrent_trials to Searchers only: this generator takes it itself
+    return BasicVariantGenerator(random_state=cfg.seed,
+                                 max_concurrent=cfg.sweep.max_concurrent_trials or 0)
 
 
 def scheduler(name: str) -> Any:
@@ -115,7 +119,8 @@ def scheduler(name: str) -> Any:
 
 
 # --------------------------------------------------------------------------- inside a trial
-def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int) -> None:
+def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int,
+                   cache_dir: str | None = None) -> None:
     """One Tune trial: build the batch of typed configs, evaluate it, report the best."""
     from ray import tune
 
@@ -125,7 +130,8 @@ def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int) -
     schema = experiment_schema(workload.name, workload.config_cls)
     batch = batch_values(flatten(config), dims, batch_size)
     cfgs = [build(schema, with_values(base, values)) for values in batch]
-    metrics = workload.evaluate_batch(cfgs, TrialContext(seed=cfgs[0].seed))
+    ctx = TrialContext(seed=cfgs[0].seed, cache_dir=Path(cache_dir) if cache_dir else None)
+    metrics = workload.evaluate_batch(cfgs, ctx)
     tune.report(best_of_batch(batch, metrics, base["sweep"]["metric"], base["sweep"]["mode"]))
 
 

@@ -54,9 +54,11 @@ def derive_rng(seed: int, *keys: int) -> np.random.Generator:
 
 @dataclass
 class TrialContext:
-    """What a sweep trial may use: its seed and generators derived from it (no tracking, no Ray)."""
+    """What a sweep trial may use: its seed, generators derived from it, and `cache_dir`, a
+    directory shared by the trials of one sweep for work their configurations have in common."""
 
     seed: int
+    cache_dir: Optional[Path] = None
 
     def rng(self, *keys: int) -> np.random.Generator:
         return derive_rng(self.seed, *keys)

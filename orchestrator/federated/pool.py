@@ -120,8 +120,9 @@ class DevicePool:
         import ray
 
         k = num_actors or default_num_actors(cpus_per_actor, gpus_per_actor)
+        # "DEFAULT": inside a Tune trial the actors take their own resources, not the trial's
         actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=3,
-                           max_task_retries=3)(_DeviceActor)
+                           max_task_retries=3, scheduling_strategy="DEFAULT")(_DeviceActor)
         self.actors = [actor.remote(factory) for _ in range(k)]
 
     @property

@@ -13,15 +13,17 @@ Plain, Ray-free algorithm modules (the workload's orchestration imports them):
   metrics.py     token log-perplexity (Eq. 3) and token accuracy
 Orchestration (Ray, MLflow, DeepSpeed; only these see the run context):
   programs.py    device programs on the federated pool, Phase II/III Ray tasks, the Ray Train loop
-  workload.py    run(cfg, ctx): Phases 0-III and the baselines, one child run per method
+  pipeline.py    Phases 0-III and the baselines as functions of (config, setup, context), cached
+  workload.py    run(cfg, ctx): one child run per method; trial(cfg, ctx): one sweep point
 See README.md here for what is the paper's and what is ours.
 """
 from orchestrator.workload import Workload
 from workloads.deepfusion.config import DeepFusionConfig
-from workloads.deepfusion.workload import run
+from workloads.deepfusion.workload import run, trial, trial_metrics
 
 WORKLOAD = Workload(
-    name="deepfusion", config_cls=DeepFusionConfig, run=run,
+    name="deepfusion", config_cls=DeepFusionConfig, run=run, trial=trial,
+    trial_metrics=trial_metrics,
     description="one-shot federated KD of heterogeneous on-device LLMs into an MoE (DeepFusion) "
                 "vs centralized, FedJETS, FedMKT, OFA-KD and the no-VAA ablation")
 

@@ -1,332 +1,21 @@
-"""The deepfusion workload's entry point: DeepFusion and its baselines on the federated engine.
+"""The deepfusion workload's entry points: `run` (every method, one MLflow child run each) and
+`trial` (one configuration of a Tune sweep). The phases themselves live in `pipeline.py`.
 
-Pipeline of `run` (each method one MLflow child run; final metrics log_ppl, token_accuracy,
-comm_bytes, peak_device_memory_bytes):
-
-  setup    split the records (test / public / private), sample the device population, partition
-           the private records over the devices with domain skew, each device picks its model
-  Phase 0  devices train their on-device LLMs on the pool and upload model + e_n once (Collect)
-  Phase I  cluster the e_n within model types into K clusters, average each into a proxy
-  Phase II proxy -> dense student by the method's KD (Ray tasks): deepfusion (VAA),
-           deepfusion_no_vaa, ofa_kd, fedmkt all reuse Phase 0's uploads and Phase I's proxies
-  Phase III upcycle the K students into the MoE, tune it with the experts frozen on the public
-           data: expert-parallel on Ray Train (DeepSpeed AutoEP) for `run.ep_methods`, else in a
-           Ray task; load the consolidated weights into a plain HF model and evaluate
-  centralized  the MoE trained from scratch on the pooled private + public data (Ray Train, EP)
-  fedjets  R rounds on the engine: each device trains a compact MoE of its top experts
-
-Resume: every phase's output is one file in `ctx.checkpoint_dir` (`torch.save`, loaded with
-weights_only), FedJETS checkpoints every round through the engine's `Checkpointer`; a resumed run
-skips what is on disk and recomputes nothing else, so it ends with the same numbers. Every seed
-derives from `cfg.seed` (`ctx.rng`, `programs.derive_seed`).
+Final metrics per method: log_ppl, ppl, token_accuracy, comm_bytes, peak_device_memory_bytes.
+A trial returns them as `<metric>_<method>` for every method of `run.methods`, plus the unprefixed
+metrics of the first method, so `sweep.metric: log_ppl` tunes DeepFusion itself while the
+baselines' figures land beside it (one row of Table I per trial in `configurations.csv`).
 """
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import types
-from dataclasses import dataclass
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
+from workloads.deepfusion.config import DeepFusionConfig
+from workloads.deepfusion.pipeline import prepare, run_methods
 
-from workloads.deepfusion import programs
-from workloads.deepfusion.config import KD_METHODS, DeepFusionConfig
-from workloads.deepfusion.programs import derive_seed
-
-log = logging.getLogger(__name__)
-EXPERT_PATTERNS = (r"\.mlp\.(shared_)?experts\.",)  # frozen in Phase III (upcycle.EXPERT_KEYS)
-
-
-@dataclass
-class Setup:
-    """The data and the devices every method shares."""
-
-    population: Any
-    device_models: list[str]
-    device_texts: list[list[str]]
-    device_blocks: list            # (n_d, T) token blocks per device
-    public_blocks: Any
-    test_blocks: Any
-    private_text_bytes: int
-
-
-# --------------------------------------------------------------------------- helpers
-def _phase(ctx, name: str, compute: Callable[[], dict]) -> dict:
-    """The phase's output from `<checkpoint_dir>/<name>.pt` if a resumed run has it, else computed
-    and saved atomically (a kill mid-write leaves no torn file)."""
-    import torch
-
-    path = Path(ctx.checkpoint_dir) / f"{name}.pt"
-    if ctx.resume and path.exists():
-        log.info("resume: %s loaded from %s", name, path)
-        return torch.load(path, weights_only=True)
-    out = compute()
-    tmp = path.with_suffix(".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, path)
-    return out
-
-
-def _moe_config(c: DeepFusionConfig):
-    from workloads.deepfusion.models import student_config
-    from workloads.deepfusion.upcycle import moe_config
-
-    return moe_config(student_config(c.models.moe_family, c.models.size), c.models.moe_family,
-                      c.moe.num_experts, c.moe.top_k)
-
-
-def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks) -> dict:
-    from transformers import AutoModelForCausalLM
-
-    from workloads.deepfusion.metrics import evaluate_lm
-
-    model = AutoModelForCausalLM.from_config(model_config)
-    model.load_state_dict(state, strict=True)
-    return evaluate_lm(model, blocks, c.data.eval_batch_size)
-
-
-# --------------------------------------------------------------------------- setup
-def prepare(c: DeepFusionConfig, ctx) -> Setup:
-    from orchestrator.federated.population import partition, sample_population
-    from workloads.deepfusion.data import lm_blocks, load_case, split_records
-    from workloads.deepfusion.models import load_tokenizer, pick_model_for_memory
-
-    records = load_case(c.data.case)
-    if c.data.max_records and c.data.max_records < len(records):
-        keep = np.random.default_rng([c.data.split_seed, 1]).choice(len(records),
-                                                                     c.data.max_records, False)
-        records = [records[i] for i in sorted(keep)]
-    splits = split_records(records, c.data.test_fraction, c.data.public_fraction,
-                           c.data.split_seed)
-    fed = c.federation
-    population = sample_population(fed, ctx.rng(0))
-    sources = {r.source for r in splits.private}  # domain skew: by corpus, else by label
-    skew = [r.source if len(sources) > 1 else r.label for r in splits.private]
-    shards = partition(np.asarray(skew), fed.num_devices, fed.size_skew, fed.label_alpha,
-                       ctx.rng(1))
-    models = [pick_model_for_memory(float(population.memory_mb[n]), c.models.device_models,
-                                    ctx.rng(2, n), c.models.size, c.local.optimizer,
-                                    c.data.batch_size, c.data.seq_len)
-              for n in range(fed.num_devices)]
-    tok = load_tokenizer()
-    texts = [[splits.private[i].text for i in shard] for shard in shards]
-    test = lm_blocks([r.text for r in splits.test], tok, c.data.seq_len)
-    return Setup(population, models, texts, [lm_blocks(t, tok, c.data.seq_len) for t in texts],
-                 lm_blocks([r.text for r in splits.public], tok, c.data.seq_len),
-                 test[:c.run.eval_blocks] if c.run.eval_blocks else test,
-                 sum(len(r.text.encode()) for r in splits.private))
-
-
-# --------------------------------------------------------------------------- Phase 0
-def run_phase0(c: DeepFusionConfig, setup: Setup, seed: int) -> dict:
-    """Every device trains its model and uploads it once with e_n (one engine round, Collect)."""
-    import torch
-
-    from orchestrator.federated.comm import round_summary
-    from orchestrator.federated.pool import Collect, DevicePool
-
-    fed, cl = c.federation, c.clustering
-    spec = programs.LocalSpec(setup.device_models, setup.device_texts, c.models.size,
-                              c.data.seq_len, c.data.batch_size, c.local.optimizer, c.local.lr,
-                              c.local.steps, cl.embedding, cl.embedding_dim,
-                              derive_seed(seed, 3), c.models.dtype_bytes)
-    pool = DevicePool(functools.partial(programs.make_local_program, spec), fed.num_actors,
-                      fed.cpus_per_actor, fed.gpus_per_actor)
-    try:
-        updates, reports = pool.round(list(range(fed.num_devices)), {}, 0, seed, Collect())
-    finally:
-        pool.shutdown()
-    keys = sorted({k for u in updates for k in u.metrics})
-    return {"states": [u.update["model"] for u in updates],
-            "embeddings": torch.stack([u.update["embedding"] for u in updates]),
-            "samples": [float(u.num_samples) for u in updates],
-            "device_metrics": {k: [float(u.metrics[k]) for u in updates] for k in keys},
-            "round": {k: float(v) for k, v in round_summary(reports, setup.population).items()}}
-
-
-# --------------------------------------------------------------------------- Phase I
-def cluster_devices(c: DeepFusionConfig, setup: Setup, phase0: dict, seed: int) -> dict:
-    """K clusters of devices (one model type each) and each cluster's proxy model (Fig. 4)."""
-    from workloads.deepfusion.clustering import (average_weights, cluster_members,
-                                                 cluster_within_families)
-
-    cl = c.clustering
-    labels = cluster_within_families(phase0["embeddings"].numpy(), setup.device_models,
-                                     c.moe.num_experts, derive_seed(seed, 4), cl.features,
-                                     cl.restarts)
-    members = cluster_members(labels)
-    weights = [[phase0["samples"][n] for n in m] if cl.average_by == "data_size" else None
-               for m in members]
-    return {"labels": [int(x) for x in labels], "members": members,
-            "teachers": [setup.device_models[m[0]] for m in members],
-            "proxies": [average_weights([phase0["states"][n] for n in m], w)
-                        for m, w in zip(members, weights)]}
-
-
-# --------------------------------------------------------------------------- Phase II
-def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, method: str,
-                 seed: int) -> list[programs.DistillJob]:
-    shared = c.distill.student_init == "shared"
-    return [programs.DistillJob(method, i, phase1["teachers"][i], phase1["proxies"][i],
-                                setup.public_blocks, c.models.size, c.models.moe_family,
-                                derive_seed(seed, 5) if shared else derive_seed(seed, 5, i),
-                                derive_seed(seed, 6, i),
-                                c.distill, c.vaa, c.baselines, c.data.batch_size)
-            for i in range(len(phase1["teachers"]))]
-
-
-def distill_methods(c: DeepFusionConfig, setup: Setup, phase1: dict, methods: list[str],
-                    ctx) -> dict[str, dict]:
-    """Phase II of every KD method at once (K tasks per method), one file per method."""
-    jobs = [j for m in methods for j in distill_jobs(c, setup, phase1, m, ctx.seed)]
-    results = ctx.map(programs.distill_cluster, jobs, desc="Phase II distillation") if jobs else []
-    K = len(phase1["teachers"])
-    return {m: {"students": [r["state"] for r in results[i * K:(i + 1) * K]],
-                "losses": [r["losses"] for r in results[i * K:(i + 1) * K]]}
-            for i, m in enumerate(methods)}
-
-
-# --------------------------------------------------------------------------- Phase III
-def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_blocks, frozen,
-            seed: int, lr: float, init_state: dict | None = None) -> tuple[dict, dict]:
-    """Expert-parallel training on `run.ep_workers` Ray Train workers; (HF state, metrics)."""
-    from orchestrator.train import (ExpertParallelJob, deepspeed_config,
-                                    expert_parallel_train_loop, load_consolidated,
-                                    run_distributed)
-
-    r = c.run
-    micro = tokens.shape[1] // r.ep_workers
-    ds = deepspeed_config(micro_batch_size=micro, ep_size=r.ep_workers, preset=c.models.moe_family,
-                          zero_stage=0, lr=lr, use_gpu=r.use_gpu)
-    job = ExpertParallelJob(model_config=model_config, tokens=tokens,
-                            eval_tokens=test_blocks[:tokens.shape[1]], ds_config=ds,
-                            steps=len(tokens), frozen=frozen, seed=seed, init_state=init_state)
-    storage = str((Path(ctx.checkpoint_dir) / "ray_train").resolve())
-    result = run_distributed(expert_parallel_train_loop, {"job": job}, r.ep_workers, r.use_gpu,
-                             storage, name,
-                             cpus_per_worker=r.ep_cpus_per_worker)
-    log.info("%s: experts_by_rank %s", name, result.metrics.get("experts_by_rank"))
-    return load_consolidated(result.checkpoint_path), result.metrics
-
-
-def _token_plan(c: DeepFusionConfig, blocks, steps: int, seed: int):
-    """(steps, global batch, T) with the global batch a multiple of the EP workers."""
-    w = c.run.ep_workers
-    batch = max(w, c.data.batch_size // w * w)
-    return programs.batch_plan(blocks, steps, batch, np.random.default_rng(seed))
-
-
-def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: list[dict],
-                     ctx) -> dict:
-    """Phase III: students -> MoE (Eqs. 12-13) -> tune with experts frozen -> evaluate."""
-    from workloads.deepfusion.models import build_student
-    from workloads.deepfusion.upcycle import upcycle
-
-    models = []
-    for state in students:
-        s = build_student(c.models.moe_family, c.models.size)
-        s.load_state_dict(state)
-        models.append(s)
-    moe = upcycle(models, c.models.moe_family, c.moe.top_k, derive_seed(ctx.seed, 7),
-                  c.moe.gate_std)
-    init, config = {k: v.detach().clone() for k, v in moe.state_dict().items()}, moe.config
-    tokens = _token_plan(c, setup.public_blocks, c.moe.steps, derive_seed(ctx.seed, 8))
-    out: dict = {"experts_by_rank": {}}
-    if c.moe.steps == 0:
-        state, out["losses"] = init, []
-    elif method in c.run.ep_methods:
-        state, metrics = _ep_run(c, ctx, f"{method}-phase3", config, tokens, setup.test_blocks,
-                                 EXPERT_PATTERNS, 0, c.moe.lr, init_state=init)
-        out["losses"], out["experts_by_rank"] = metrics["losses"], metrics["experts_by_rank"]
-    else:
-        job = programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
-        (res,) = ctx.map(programs.tune_moe_in_process, [job], desc=f"{method} Phase III")
-        state, out["losses"] = res["state"], res["losses"]
-    out["final"] = _evaluate(c, config, state, setup.test_blocks)
-    return out
-
-
-# --------------------------------------------------------------------------- baselines
-def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
-    """The upper bound: the MoE trained from scratch on all private + public data (Ray Train),
-    every weight trainable, at the devices' learning rate (it trains from scratch like them)."""
-    import torch
-
-    from orchestrator.train import build_causal_lm
-    from workloads.deepfusion.models import train_memory_bytes
-
-    config = _moe_config(c)
-    pooled = torch.cat([b for b in setup.device_blocks if len(b)] + [setup.public_blocks])
-    tokens = _token_plan(c, pooled, c.run.centralized_steps, derive_seed(ctx.seed, 9))
-    seed = derive_seed(ctx.seed, 10)
-    state, metrics = _ep_run(c, ctx, "centralized", config, tokens, setup.test_blocks, (), seed,
-                             c.local.lr)
-    memory = train_memory_bytes(build_causal_lm(config, seed), "adamw", c.data.batch_size,
-                                c.data.seq_len, c.models.dtype_bytes)
-    return {"final": _evaluate(c, config, state, setup.test_blocks), "losses": metrics["losses"],
-            "experts_by_rank": metrics["experts_by_rank"], "comm_bytes": setup.private_text_bytes,
-            "peak_device_memory_bytes": memory}
-
-
-def _fedjets_merge(config) -> Callable[[dict, list], dict]:
-    from transformers import AutoModelForCausalLM
-
-    from workloads.deepfusion.baselines import merge_compact_moes
-
-    def apply(state: dict, updates: list) -> dict:
-        moe = AutoModelForCausalLM.from_config(config)
-        moe.load_state_dict(state)
-        compacts = [types.SimpleNamespace(state_dict=lambda sd=u.update["state"]: sd)
-                    for u in updates]
-        merge_compact_moes(moe, compacts, [u.update["experts"].tolist() for u in updates],
-                           [u.weight for u in updates])
-        return {k: v.detach().clone() for k, v in moe.state_dict().items()}
-    return apply
-
-
-def fedjets(c: DeepFusionConfig, setup: Setup, ctx, child) -> dict:
-    """FedJETS on the engine: R rounds, compact MoEs up and down every round."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from orchestrator.federated.loop import Checkpointer, RoundLoop
-    from orchestrator.federated.pool import Collect, DevicePool
-    from workloads.deepfusion.baselines import compact_moe
-    from workloads.deepfusion.metrics import evaluate_lm
-    from workloads.deepfusion.models import train_memory_bytes
-
-    config, fed, b = _moe_config(c), c.federation, c.baselines
-    torch.manual_seed(derive_seed(ctx.seed, 11))
-    moe = AutoModelForCausalLM.from_config(config)
-    state = {k: v.detach().clone() for k, v in moe.state_dict().items()}
-    spec = programs.FedJetsSpec(config, setup.device_blocks, b.fedjets_experts,
-                                b.fedjets_local_steps, c.data.batch_size, c.local.optimizer,
-                                c.local.lr, c.models.dtype_bytes)
-    pool = DevicePool(functools.partial(programs.make_fedjets_program, spec), fed.num_actors,
-                      fed.cpus_per_actor, fed.gpus_per_actor)
-    eval_blocks = setup.test_blocks[:c.run.round_eval_blocks]
-
-    def evaluate(s: dict) -> dict:
-        moe.load_state_dict(s)
-        return {"eval_log_ppl": evaluate_lm(moe, eval_blocks, c.data.eval_batch_size)["log_ppl"]}
-
-    loop = RoundLoop(pool, setup.population, b.fedjets_rounds, ctx.seed, fed.participation,
-                     reducer=Collect(), apply=_fedjets_merge(config), evaluate=evaluate,
-                     checkpointer=Checkpointer(Path(ctx.checkpoint_dir) / "fedjets"))
-    try:
-        with ctx.progress(b.fedjets_rounds, "FedJETS rounds") as bar:
-            state, history = loop.run(state, lambda r, m: child.log_metrics(m, step=r), bar)
-    finally:
-        pool.shutdown()
-    comm = sum(2 * h["participants"] * h["device_compact_bytes"] for h in history)
-    local = compact_moe(moe, list(range(b.fedjets_experts)))
-    memory = train_memory_bytes(local, c.local.optimizer, c.data.batch_size, c.data.seq_len,
-                                c.models.dtype_bytes)
-    return {"final": _evaluate(c, config, state, setup.test_blocks), "comm_bytes": float(comm),
-            "peak_device_memory_bytes": float(memory), "rounds": float(len(history))}
+FINAL = ("log_ppl", "ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes")
 
 
 # --------------------------------------------------------------------------- reporting
@@ -385,18 +74,17 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     ctx.tracker.log_table([{"device": n, "model": m, "records": len(t)} for n, (m, t)
                            in enumerate(zip(setup.device_models, setup.device_texts))],
                           "devices.csv")
-    results = {}
-    kd = [m for m in c.run.methods if m in KD_METHODS]
-    if kd:
-        results.update(run_kd_methods(c, setup, kd, ctx))
-    for method in c.run.methods:
-        if method == "centralized":
-            results[method] = _phase(ctx, method, lambda: centralized(c, setup, ctx))
-    rows = []
-    for method in c.run.methods:
-        with ctx.tracker.child(method) as child:
-            if method == "fedjets":
-                results[method] = _phase(ctx, method, lambda: fedjets(c, setup, ctx, child))
+    with contextlib.ExitStack() as stack:  # FedJETS logs each round live into its child run
+        live = {"fedjets": stack.enter_context(ctx.tracker.child("fedjets"))} \
+            if "fedjets" in c.run.methods else {}
+        on_round = (lambda r, m: live["fedjets"].log_metrics(m, step=r)) if live else None
+        results = run_methods(c, setup, ctx, on_round or (lambda r, m: None))
+        kd = [r for r in results.values() if "phase0" in r]
+        if kd:  # Phases 0 and I are shared by every KD method: logged once, on the parent
+            _log_phase0(ctx.tracker, kd[0]["phase0"], kd[0]["clusters"])
+        rows = []
+        for method in c.run.methods:
+            child = live.get(method) or stack.enter_context(ctx.tracker.child(method))
             rows.append(_report(child, method, results[method]))
     ctx.tracker.log_table(rows, "tables_I_II.csv")
     table, comm = _figures(rows)
@@ -405,33 +93,36 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     return rows
 
 
-def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -> dict:
-    """Phases 0-III for the one-shot KD methods; Phases 0 and I are shared by all of them."""
-    phase0 = _phase(ctx, "phase0", lambda: run_phase0(c, setup, ctx.seed))
-    dm = phase0["device_metrics"]
-    for n in range(len(setup.device_models)):
-        ctx.tracker.log_metrics({f"phase0_{k}": v[n] for k, v in dm.items()}, step=n)
-    phase1 = _phase(ctx, "phase1", lambda: cluster_devices(c, setup, phase0, ctx.seed))
-    ctx.tracker.log_text(repr(phase1["members"]), "clusters.txt")
-    todo = [m for m in methods if not (ctx.resume and
-                                       (Path(ctx.checkpoint_dir) / f"phase2_{m}.pt").exists())]
-    fresh = distill_methods(c, setup, phase1, todo, ctx)
-    phase2 = {m: _phase(ctx, f"phase2_{m}", lambda m=m: fresh[m]) for m in methods}  # all saved
-    comm = programs_comm(c, phase0)
-    memory = max(dm["memory_bytes"])
-    out = {}
-    for m in methods:
-        result = _phase(ctx, f"phase3_{m}",
-                        lambda: upcycle_and_tune(c, setup, m, phase2[m]["students"], ctx))
-        out[m] = {**result, "distill_losses": phase2[m]["losses"], "comm_bytes": comm,
-                  "peak_device_memory_bytes": memory}
-    return out
+def _log_phase0(tracker, device_metrics: dict, clusters: list) -> None:
+    for n in range(len(next(iter(device_metrics.values())))):
+        tracker.log_metrics({f"phase0_{k}": v[n] for k, v in device_metrics.items()}, step=n)
+    tracker.log_text(repr(clusters), "clusters.txt")
 
 
-def programs_comm(c: DeepFusionConfig, phase0: dict) -> float:
-    """One-shot traffic: sum_n |m_n| + N |e_n| (Eq. 5)."""
-    from workloads.deepfusion.baselines import deepfusion_upload_bytes
+# --------------------------------------------------------------------------- sweeps
+def trial_metrics(cfg: Any) -> list[str]:
+    methods = cfg.deepfusion.run.methods
+    return [*FINAL, *(f"{k}_{m}" for m in methods for k in FINAL)]
 
-    dim = int(phase0["embeddings"].shape[1])
-    return float(deepfusion_upload_bytes(phase0["device_metrics"]["model_bytes"], dim,
-                                         c.models.dtype_bytes))
+
+def trial(cfg: Any, ctx: Any) -> dict[str, float]:
+    """One sweep configuration: every method of `run.methods` on Ray from inside the trial.
+
+    Phase outputs go to the sweep's shared cache, so trials that differ only in later phases
+    (alpha, beta, the VAA sizes) compute Phases 0 and I once.
+    """
+    from orchestrator.progress import progress
+    from orchestrator.runtime import parallel_map
+    from orchestrator.workload import RunContext
+
+    c: DeepFusionConfig = cfg.deepfusion
+    run_ctx = RunContext(cfg=cfg, tracker=None, progress=progress, map=parallel_map,
+                         checkpoint_dir=Path(ctx.cache_dir), resume=True)
+    Path(ctx.cache_dir).mkdir(parents=True, exist_ok=True)
+    results = run_methods(c, prepare(c, run_ctx), run_ctx)
+    rows = {m: _row(m, r) for m, r in results.items()}
+    first = rows[c.run.methods[0]]
+    return {**{k: first[k] for k in FINAL},
+            **{f"{k}_{m}": row[k] for m, row in rows.items() for k in FINAL}}
+
+

@@ -55,14 +55,14 @@ def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_t
     assert {"results.csv", "tables_I_II.csv", "tables_I_II.png", "communication.png"} <= artifacts
     uninterrupted = _finals(children)
 
-    import workloads.deepfusion.workload as wl
+    import workloads.deepfusion.pipeline as pipeline
 
     def killed(*args, **kwargs):
         raise RuntimeError("killed after Phase 0")
 
     subset = [*TINY, "deepfusion.run.methods=[deepfusion,fedjets]"]
     with monkeypatch.context() as patch:
-        patch.setattr(wl, "cluster_devices", killed)
+        patch.setattr(pipeline, "cluster_devices", killed)
         assert main(["run", QUICKSTART, *subset]) == 1
     assert main(["run", QUICKSTART, *subset, "--resume"]) == 0
     _, runs = _parents_and_children("deepfusion-e2e")
