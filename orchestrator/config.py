@@ -137,8 +137,12 @@ def check_ranges(obj: Any, names: typing.Iterable[str]) -> None:
 
 
 # --------------------------------------------------------------------------- building
-def build(cls: type, data: Any, path: str = "") -> Any:
-    """Turn plain YAML data into an instance of dataclass `cls`, or raise one ConfigError."""
+def build(cls: type, data: Any, path: str = "", base: Any = None) -> Any:
+    """Turn plain YAML data into an instance of dataclass `cls`, or raise one ConfigError.
+
+    Keys the data leaves out keep `base`'s values (else the field defaults); a nested section
+    given in part is laid over its field's default instance, so a `knob(factory=...)` default
+    with its own values (one tenant's defaults) survives a YAML that sets only some keys."""
     if not isinstance(data, dict):
         raise ConfigError(path or "<root>", f"expected a mapping, got {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -150,8 +154,14 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     values = {}
     for name, f in fields.items():
         key = _join(path, name)
+        default = getattr(base, name) if base is not None else _default(f)
         if name in data:
-            values[name] = _check(coerce(hints[name], data[name], key), f.metadata, key)
+            if dataclasses.is_dataclass(default) and isinstance(data[name], dict):
+                values[name] = build(type(default), data[name], key, base=default)
+            else:
+                values[name] = _check(coerce(hints[name], data[name], key), f.metadata, key)
+        elif base is not None:
+            values[name] = default
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(key, "missing required key", f.metadata.get("help") or None)
     obj = cls(**values)
@@ -161,6 +171,12 @@ def build(cls: type, data: Any, path: str = "") -> Any:
         except ConfigError as err:
             raise err.under(path) from None
     return obj
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def coerce(tp: Any, value: Any, key: str) -> Any:

@@ -16,6 +16,8 @@ from orchestrator.workload import Workload
 BUILTIN = {
     "aeria": "workloads.aeria:WORKLOAD",
     "deepfusion": "workloads.deepfusion:WORKLOAD",
+    "robustness": "workloads.robustness:WORKLOAD",
+    "prince": "workloads.prince:WORKLOAD",
 }
 ENTRY_POINT_GROUP = "orchestrator.workloads"
 REPO_ROOT = Path(__file__).resolve().parents[1]

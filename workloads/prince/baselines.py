@@ -38,7 +38,8 @@ def uniform_price(game: Game, rng: np.random.Generator) -> Equilibrium:
     prices = np.repeat(grid[:, None], game.tenants.size, axis=1)
     fol = equilibrium_path(game, prices, rng)
     met = tenant_metrics(game, prices, fol.choice, fol.q)
-    g = best_price(grid, met.time.sum(axis=1), met.payment.sum(axis=1),
+    total = np.minimum(met.time, 1e7).sum(axis=1)  # capped: one empty tenant must not tie all
+    g = best_price(grid, total, met.payment.sum(axis=1),
                    float(game.tenants.budget.sum()))
     return outcome(game, "uniform_price", prices[g], fol.pick(g))
 

@@ -35,6 +35,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel CIFAR-10 statistics
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 UNKNOWN = NUM_CLASSES["whisper"] - 1  # every aux20 word: the keyword spotter's "unknown" class
 LLAMA_TRAIN_ROWS = 350
+TRAIN_ROWS = {"vit": 4000, "bert": 4000, "whisper": 165, "llama": LLAMA_TRAIN_ROWS}  # full splits
 
 
 class TenantData(NamedTuple):

@@ -1,0 +1,88 @@
+"""PRINCE end to end: bias-resilient aggregation, the quickstart on Ray + MLflow, the sweep.
+
+The unbiased p/q aggregation must equal full participation in expectation (fixed seed, Monte
+Carlo), while plain FedAvg over whoever showed up is biased toward devices with high q_n.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.federated.pool import DeviceUpdate, WeightedSum
+from orchestrator.tracking import KIND_TAG, PARENT_TAG
+from tests.conftest import REPO, store
+from workloads.prince.baselines import METHODS
+from workloads.prince.training import participation_weights
+
+EXPERIMENTS = REPO / "experiments" / "prince"
+TINY = ["prince.federation.num_devices=8", "prince.training.rounds=2",
+        "prince.tenants.vit.train_limit=200", "prince.tenants.vit.test_limit=32",
+        "prince.tenants.bert.train_limit=200", "prince.tenants.bert.test_limit=32",
+        "prince.tenants.bert.local_steps=2", "prince.tenants.whisper.test_limit=16",
+        "prince.tenants.llama.train_limit=40", "prince.tenants.llama.test_limit=4",
+        "prince.tenants.llama.local_steps=1", "prince.market.price_points=6"]
+
+
+def _aggregate(deltas: np.ndarray, q: np.ndarray, data: np.ndarray, joined: np.ndarray,
+               unbiased: bool) -> np.ndarray:
+    """One round's aggregate through the engine's reducer, as training.train_tenant does."""
+    enrolled = np.arange(len(q))
+    weights = participation_weights(q, data, enrolled, enrolled[joined], unbiased)
+    updates = [DeviceUpdate({"w": torch.as_tensor(deltas[n])}, w, 1, 0.0, {})
+               for n, w in weights.items()]
+    reducer = WeightedSum(normalize=not unbiased)
+    agg = reducer.combine([reducer.partial(updates)])
+    return np.zeros(deltas.shape[1]) if agg is None else agg["w"].numpy()
+
+
+def test_unbiased_aggregation_equals_full_participation_in_expectation_and_fedavg_does_not():
+    rng = np.random.default_rng(0)
+    n = 6
+    q = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.2])
+    data = rng.integers(20, 200, n).astype(float)
+    deltas = rng.normal(size=(n, 3)) + np.arange(n)[:, None]  # low-q devices push elsewhere
+    full = (data / data.sum()) @ deltas
+    draws = rng.random((20_000, n)) < q
+    unbiased = np.mean([_aggregate(deltas, q, data, j, True) for j in draws], axis=0)
+    biased = np.mean([_aggregate(deltas, q, data, j, False) for j in draws if j.any()], axis=0)
+    assert np.allclose(unbiased, full, atol=0.05 * np.abs(full).max())
+    assert np.abs(biased - full).max() > 0.2, "FedAvg over participants leans to high q_n"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_quickstart_runs_all_four_tenants_and_every_baseline_as_child_runs(workdir):
+    assert main(["run", str(EXPERIMENTS / "quickstart.yaml"), *TINY,
+                 "mlflow.experiment=prince-e2e"]) == 0
+    client = MlflowClient(store())
+    exp = client.get_experiment_by_name("prince-e2e")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "run"]
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    assert {c.info.run_name for c in children} == set(METHODS)
+    assert all(c.info.status == "FINISHED" for c in children)
+    prince = next(c for c in children if c.info.run_name == "prince")
+    for tenant in ("vit", "bert", "whisper", "llama"):
+        assert f"{tenant}_price" in prince.data.metrics and f"{tenant}_payment" in prince.data.metrics
+        assert prince.data.metrics[f"{tenant}_budget_ok"] == 1.0
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "speedups.csv", "equilibria.csv", "devices.csv", "equilibrium.png",
+            "progress_vs_time.png"} <= artifacts
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_the_market_sweep_leaves_one_child_run_per_trial(workdir):
+    assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), "sweep.num_samples=1",
+                 "prince.federation.num_devices=16", "mlflow.experiment=prince-sweep-test"]) == 0
+    client = MlflowClient(store())
+    exp = client.get_experiment_by_name("prince-sweep-test")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
+    trials = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    assert len(trials) == 2, "grid over two congestion models x num_samples=1"
+    assert all(t.info.status == "FINISHED" and "speedup_uniform_price" in t.data.metrics
+               for t in trials)

