@@ -132,12 +132,17 @@ def _row(c: PrinceConfig, market, method: str, alloc, runs: dict, m: int, name: 
 
 
 def speedups(rows: list[dict]) -> list[dict]:
-    """time_to_target(baseline) / time_to_target(PRINCE), per tenant and baseline (never-reached
-    targets count as CAP seconds)."""
+    """time_to_target(baseline) / time_to_target(PRINCE), per tenant and baseline: inf when only
+    PRINCE reached the target, 0 when only the baseline did, nan when neither did."""
     prince = {r["tenant"]: r["time_to_target_s"] for r in rows if r["method"] == "prince"}
-    capped = lambda x: min(x, CAP)  # noqa: E731
+
+    def ratio(base: float, ours: float) -> float:
+        if np.isfinite(base) and np.isfinite(ours):
+            return base / ours if ours > 0 else float("inf")
+        return {(False, True): float("inf"), (True, False): 0.0}.get(
+            (bool(np.isfinite(base)), bool(np.isfinite(ours))), float("nan"))
     return [{"baseline": r["method"], "tenant": r["tenant"],
-             "speedup": capped(r["time_to_target_s"]) / capped(prince[r["tenant"]])}
+             "speedup": ratio(r["time_to_target_s"], prince[r["tenant"]])}
             for r in rows if r["method"] != "prince"]
 
 

@@ -86,3 +86,16 @@ def test_the_market_sweep_leaves_one_child_run_per_trial(workdir):
     assert len(trials) == 2, "grid over two congestion models x num_samples=1"
     assert all(t.info.status == "FINISHED" and "speedup_uniform_price" in t.data.metrics
                for t in trials)
+
+
+def test_speedup_is_the_baselines_time_over_princes_and_says_who_never_got_there():
+    from workloads.prince.workload import speedups
+
+    inf = float("inf")
+    rows = [{"method": m, "tenant": "vit", "time_to_target_s": t}
+            for m, t in (("prince", 2.0), ("uniform_price", 5.0), ("random_assignment", inf))]
+    rows += [{"method": m, "tenant": "bert", "time_to_target_s": t}
+             for m, t in (("prince", inf), ("uniform_price", 3.0), ("random_assignment", inf))]
+    got = {(r["baseline"], r["tenant"]): r["speedup"] for r in speedups(rows)}
+    assert got[("uniform_price", "vit")] == 2.5 and got[("random_assignment", "vit")] == inf
+    assert got[("uniform_price", "bert")] == 0.0 and np.isnan(got[("random_assignment", "bert")])
