@@ -88,3 +88,10 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "ta
             done, pending = ray.wait(pending, num_returns=1)
             bar.advance(len(done))
     return ray.get(refs)
+
+
+def cluster_gpus() -> float:
+    """GPUs the joined Ray cluster offers (0 on a CPU machine): what `auto` placements ask."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0

@@ -160,7 +160,8 @@ class RunConfig:
     ep_workers: int = knob(2, "Ray Train workers = expert-parallel ranks (divides num_experts)",
                            ge=1)
     ep_cpus_per_worker: float = knob(1.0, "CPUs per Ray Train worker", gt=0)
-    use_gpu: bool = knob(False, "Ray Train workers take one GPU each (NCCL, bf16)")
+    use_gpu: Optional[bool] = knob(None, "Ray Train workers take one GPU each (NCCL, bf16); "
+                                         "null: yes when the cluster has ep_workers GPUs")
     centralized_steps: int = knob(100, "steps of the centralized MoE on the pooled data", ge=1)
     eval_blocks: Optional[int] = knob(None, "cap on held-out test blocks evaluated; null: all",
                                       ge=1)

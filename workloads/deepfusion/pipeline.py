@@ -226,15 +226,18 @@ def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_bloc
                                     expert_parallel_train_loop, load_consolidated,
                                     run_distributed)
 
+    from orchestrator.runtime import cluster_gpus
+
     r = c.run
+    gpu = r.use_gpu if r.use_gpu is not None else cluster_gpus() >= r.ep_workers
     micro = tokens.shape[1] // r.ep_workers
     ds = deepspeed_config(micro_batch_size=micro, ep_size=r.ep_workers, preset=c.models.moe_family,
-                          zero_stage=0, lr=lr, use_gpu=r.use_gpu)
+                          zero_stage=0, lr=lr, use_gpu=gpu)
     job = ExpertParallelJob(model_config=model_config, tokens=tokens,
                             eval_tokens=test_blocks[:tokens.shape[1]], ds_config=ds,
                             steps=len(tokens), frozen=frozen, seed=seed, init_state=init_state)
     storage = str((Path(ctx.checkpoint_dir) / "ray_train").resolve())
-    result = run_distributed(expert_parallel_train_loop, {"job": job}, r.ep_workers, r.use_gpu,
+    result = run_distributed(expert_parallel_train_loop, {"job": job}, r.ep_workers, gpu,
                              storage, name,
                              cpus_per_worker=r.ep_cpus_per_worker)
     log.info("%s: experts_by_rank %s", name, result.metrics.get("experts_by_rank"))
