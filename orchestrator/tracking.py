@@ -3,6 +3,9 @@
 One parent run per `run`/`sweep` invocation; one child run per compared method or Tune trial,
 linked by the `mlflow.parentRunId` tag so the UI nests them. All writes happen in the driver
 process through an explicit `MlflowClient`, which keeps a SQLite store free of concurrent writers.
+A parent run records the process that holds it open; one left RUNNING by a process that died
+without closing it (SIGKILL, out of memory) is marked FAILED when the next run of its experiment
+opens (`close_orphans`), and `run --resume` reopens it and ends it as usual.
 """
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import numbers
 import os
 import re
+import socket
 import subprocess
 import time
 import traceback
@@ -24,9 +29,11 @@ from typing import Any, Iterator, Optional, Sequence
 from orchestrator.config import BadInput, ConfigError, did_you_mean, flatten, to_dict, to_yaml
 from orchestrator.registry import REPO_ROOT
 
+log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "orchestrator.kind"          # run | sweep | child | trial
 ROLE_TAG = "orchestrator.role"          # parent | child
+PROCESS_TAG = "orchestrator.process"    # host/pid/start of the process that holds a parent open
 PACKAGES = ("ray", "torch", "mlflow", "omegaconf", "numpy", "transformers", "deepspeed")
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.I)
 MAX_PARAM_CHARS = 6000
@@ -150,17 +157,19 @@ def parent_run(cfg: Any, config_path: str, kind: str,
     client = _client(uri)
     experiment_id = _experiment_id(client, experiment_name(cfg, config_path), uri,
                                    cfg.mlflow.artifact_root)
+    close_orphans(client, experiment_id, keep=resume_run_id)
     if resume_run_id and _exists(client, resume_run_id):
         client.update_run(resume_run_id, status="RUNNING")
         tracker = RunTracker(client, resume_run_id, experiment_id, resuming=True)
         with tracker.finishing():
-            tracker.set_tags({"orchestrator.resumed": "true"})
+            tracker.set_tags({"orchestrator.resumed": "true", PROCESS_TAG: process_identity()})
             yield tracker
         return
     run_name = cfg.mlflow.run_name or f"{Path(config_path).stem}-{kind}"
     run = client.create_run(experiment_id, run_name=run_name, tags={
         KIND_TAG: kind, ROLE_TAG: "parent", "orchestrator.workload": cfg.workload,
-        "orchestrator.config_path": str(config_path), "mlflow.source.git.commit": git_commit()})
+        "orchestrator.config_path": str(config_path), "mlflow.source.git.commit": git_commit(),
+        PROCESS_TAG: process_identity()})
     tracker = RunTracker(client, run.info.run_id, experiment_id)
     with tracker.finishing():
         tracker.log_params(to_dict(cfg))
@@ -168,6 +177,62 @@ def parent_run(cfg: Any, config_path: str, kind: str,
         tracker.log_text(json.dumps(package_versions(), indent=2), "versions.json")
         tracker.set_tags({f"version.{k}": v for k, v in package_versions().items()})
         yield tracker
+
+
+# --------------------------------------------------------------------------- orphaned runs
+def close_orphans(client: Any, experiment_id: str, keep: str | None = None) -> list[str]:
+    """Mark FAILED, with a note as `error/traceback.txt`, every RUNNING parent run of the
+    experiment whose process died on this host without closing it (SIGKILL, the OOM killer, a
+    power cut), and its RUNNING children. Called when the next parent run opens, so a killed run
+    is RUNNING only until then. Runs of other hosts, or of live processes, are left alone."""
+    orphans = [r for r in client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.`{ROLE_TAG}` = 'parent'",
+        max_results=1000) if r.info.run_id != keep
+        and not _owner_alive(r.data.tags.get(PROCESS_TAG, ""))]
+    for run in orphans:
+        note = (f"the process that ran this ({run.data.tags[PROCESS_TAG]}) died without closing "
+                "it (SIGKILL? out of memory?); marked FAILED when the next run of this "
+                "experiment started\n")
+        children = client.search_runs(
+            [experiment_id], f"tags.`{PARENT_TAG}` = '{run.info.run_id}' and "
+            "attributes.status = 'RUNNING'", max_results=10000)
+        for r in [*children, run]:
+            RunTracker(client, r.info.run_id, experiment_id).end("FAILED", note)
+        log.warning("run %s was left RUNNING by a dead process: marked FAILED", run.info.run_id)
+    return [r.info.run_id for r in orphans]
+
+
+def process_identity(pid: int | None = None) -> str:
+    """`host/pid/start` of a process; `start` (boot id and start time, Linux) tells a reused pid
+    from the one that opened the run."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}/{pid}/{_start_token(pid)}"
+
+
+def _start_token(pid: int) -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        state, *fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if state == "Z" else f"{boot}:{fields[18]}"  # field 22: start time; Z: a zombie
+
+
+def _owner_alive(identity: str) -> bool:
+    """False only when we can tell: the run's process ran on this host and is gone."""
+    host, _, rest = identity.partition("/")
+    pid, _, start = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's run, or one opened before runs were tagged
+    if start:
+        return _start_token(int(pid)) == start
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def experiment_name(cfg: Any, config_path: str) -> str:

@@ -381,4 +381,5 @@ def load_consolidated(checkpoint_path: str) -> dict:
     """The HF state dict a run saved, for `model.load_state_dict(..., strict=True)`."""
     import torch
 
-    return torch.load(os.path.join(checkpoint_path, MODEL_FILE), map_location="cpu")
+    return torch.load(os.path.join(checkpoint_path, MODEL_FILE), map_location="cpu",
+                      weights_only=True)

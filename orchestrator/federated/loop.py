@@ -89,9 +89,11 @@ class RoundLoop:
             metrics.update(cumulative, **self.evaluate(state))
             metrics = {k: float(v) for k, v in metrics.items()}  # plain floats: weights_only loads
             history.append(metrics)
+            # report, then checkpoint: a kill in between re-runs (and re-reports, identically) a
+            # round on resume; the other order would lose that round's metrics for good
+            on_round(r, metrics)
             if self.checkpointer:
                 self.checkpointer.save(r, {"round": r, "state": state, "history": history})
-            on_round(r, metrics)
             progress and progress.advance()
         return state, history
 

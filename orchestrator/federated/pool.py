@@ -6,8 +6,11 @@ actor by default) each build the workload's `DeviceProgram` once and run their s
 round's devices one after another; each actor also pre-reduces its devices' updates, so the driver
 receives K partial aggregates per round instead of N models.
 
-Devices map to actors statically (device d -> actor d % K), so a program may keep per-device state
-across rounds. Actors restart and their tasks retry if a worker process dies mid-round.
+Devices map to actors statically (device d -> actor d % K). Actors restart and their tasks retry
+if a worker process dies mid-round: the retried share re-runs on a freshly built program with the
+same inputs (tests/orchestrator/test_faults.py checks the round is then bit-identical). So a
+`DeviceProgram.train` must be a function of its arguments: state it keeps between calls, and side
+effects on other actors (an edge server's per-device copy), do not survive or get undone by a retry.
 """
 from __future__ import annotations
 

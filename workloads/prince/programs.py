@@ -100,10 +100,11 @@ class SflDeviceProgram:
         from workloads.prince.data import batches
         from workloads.prince.split import device_local_training
 
-        server = state["server"]
+        server, steps = state["server"], iter(range(1 << 30))
 
         def server_step(smashed, labels, mask):
-            return ray.get(server.step.remote(device, smashed, labels, mask))
+            first = next(steps) == 0  # a retried device (its actor died) starts its copy over
+            return ray.get(server.step.remote(device, smashed, labels, mask, first))
 
         local = list(batches(data, shard, spec.batch_size, rng))
         delta, m = device_local_training(split, state["device"], local, server_step,
@@ -135,7 +136,10 @@ class EdgeServer:
     def state(self) -> dict:
         return self.side.state()
 
-    def step(self, device: int, smashed, labels, mask):
+    def step(self, device: int, smashed, labels, mask, first: bool = False):
+        """One server step for `device`; `first` drops any copy a failed attempt left behind."""
+        if first:
+            self.side.copies.pop(device, None)
         return self.side.step(device, smashed, labels, mask)
 
     def aggregate(self, weights: dict[int, float], normalize: bool) -> dict:
