@@ -20,6 +20,7 @@ USAGE = """examples:
   orchestrator validate experiments/aeria/paper.yaml
   orchestrator list
   orchestrator compare aeria-quickstart
+  orchestrator submit experiments/aeria/quickstart.yaml --address http://127.0.0.1:8265
 
 exit status: 0 done, 1 the experiment failed (its MLflow run is FAILED), 2 bad input."""
 
@@ -61,7 +62,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--out", help="CSV path (default compare_<experiment>.csv)")
     p.set_defaults(func=cmd_compare)
+    _add_submit(sub)
     return parser
+
+
+def _add_submit(sub) -> None:
+    p = sub.add_parser("submit", help="run or sweep on a Ray cluster as a Ray job "
+                                      "(docs/cluster-jobs.md)")
+    p.add_argument("config", help="experiment YAML under the repo, e.g. "
+                                  "experiments/aeria/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="OmegaConf dotlist, passed to the job")
+    p.add_argument("--sweep", action="store_true", help="submit the config's sweep, not a run")
+    p.add_argument("--address", help="Ray job API (dashboard) URL; default RAY_API_SERVER_ADDRESS, "
+                                     "RAY_ADDRESS, else http://127.0.0.1:8265")
+    p.add_argument("--env", action="append", default=[], metavar="NAME",
+                   help="pass this variable's value to the job (repeatable); printed redacted")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="leave more files out of the upload (gitignore syntax, repeatable)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once submitted (default: follow the job's logs to its end)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the equivalent `ray job submit` and the upload size; submit nothing")
+    p.set_defaults(func=cmd_submit)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -173,6 +195,28 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Exit 0 when the job succeeded (or, with --no-wait/--dry-run, was submitted/printed)."""
+    from orchestrator import submit
+
+    job = submit.build(args.config, args.overrides, "sweep" if args.sweep else "run",
+                       args.env, args.exclude)
+    console.print(f"from {submit.REPO_ROOT}:\n  {submit.ray_command(job, args.address)}",
+                  highlight=False, markup=False, soft_wrap=True)
+    if args.dry_run:
+        console.print(f"upload: {submit.package_size(job) / 2**20:.1f} MiB "
+                      f"(Ray's limit {submit.RAY_UPLOAD_LIMIT / 2**20:.0f} MiB)")
+        return 0
+    jobs, job_id = submit.submit(job, args.address)
+    console.print(f"submitted {job_id}; follow it with `ray job logs -f {job_id}`",
+                  highlight=False, markup=False)
+    if args.no_wait:
+        return 0
+    status = submit.follow(jobs, job_id)
+    console.print(f"job {job_id}: {status}", highlight=False, markup=False)
+    return 0 if status == "SUCCEEDED" else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:
