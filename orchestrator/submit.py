@@ -72,9 +72,11 @@ def build(config: str, overrides: Sequence[str], kind: str = "run",
         log.warning("MLFLOW_TRACKING_URI is not set here: the job logs to the cluster's "
                     "MLFLOW_TRACKING_URI if its nodes set one, else to %s inside the job's "
                     "temporary working directory, which is deleted with it", uri)
-    runtime_env = {"working_dir": str(REPO_ROOT), "excludes": [*EXCLUDES, *excludes]}
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
+    from orchestrator.tracking import COMMIT_ENV, git_commit
+
+    env_vars[COMMIT_ENV] = git_commit()  # .git is not uploaded: the job's runs record this one
+    runtime_env = {"working_dir": str(REPO_ROOT), "excludes": [*EXCLUDES, *excludes],
+                   "env_vars": env_vars}
     return Job(["python", "-m", "orchestrator", kind, _repo_relative(config), *overrides],
                runtime_env)
 
@@ -90,7 +92,9 @@ def _repo_relative(config: str) -> str:
 
 def redacted(job: Job) -> dict:
     """The runtime_env as it may be printed: forwarded values hidden, a URI keeps its host."""
-    env = {k: _redact_uri(v) if k in FORWARDED else "***"
+    from orchestrator.tracking import COMMIT_ENV
+
+    env = {k: v if k == COMMIT_ENV else _redact_uri(v) if k in FORWARDED else "***"
            for k, v in job.runtime_env.get("env_vars", {}).items()}
     return {**job.runtime_env, **({"env_vars": env} if env else {})}
 

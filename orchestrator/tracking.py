@@ -305,7 +305,12 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
+COMMIT_ENV = "ORCHESTRATOR_GIT_COMMIT"  # set by `orchestrator submit`: jobs upload no .git
+
+
 def git_commit() -> str:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=5)

@@ -142,8 +142,10 @@ def test_dry_run_prints_the_ray_command_with_secrets_redacted_and_a_small_upload
     line = next(x.strip() for x in out.splitlines() if x.strip().startswith("ray job submit"))
     argv = shlex.split(line)
     env = json.loads(argv[argv.index("--runtime-env-json") + 1])
+    from orchestrator.tracking import git_commit
+
     assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://alice:***@127.0.0.1:5000",
-                               "MODEL_API_KEY": "***"}
+                               "MODEL_API_KEY": "***", "ORCHESTRATOR_GIT_COMMIT": git_commit()}
     assert {".git", "mlflow.db*", ".orchestrator"} <= set(env["excludes"])
     assert argv[argv.index("--") + 1:] == ["python", "-m", "orchestrator", "run",
                                            "experiments/aeria/quickstart.yaml", "seed=3"]
