@@ -10,6 +10,32 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "experiments" / "aeria" / "quickstart.yaml"
 
 
+def stop_process(proc) -> None:
+    """Terminate a server the test started; kill it if it does not exit within 20 s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def runs_by_parent(experiment: str):
+    """(client, [(parent run, its child runs)]) of an experiment in ./mlflow.db, oldest first."""
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking import KIND_TAG, PARENT_TAG
+
+    client = MlflowClient(store())
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == "run"]
+    return client, [(p, [r for r in runs if r.data.tags.get(PARENT_TAG) == p.info.run_id])
+                    for p in parents]
+
+
 def store() -> str:
     """The absolute SQLite URI of ./mlflow.db (MLflow caches stores by URI string)."""
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.tracking import PARENT_TAG, ROLE_TAG
-from tests.conftest import QUICKSTART
+from tests.conftest import QUICKSTART, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 log = logging.getLogger(__name__)
@@ -99,12 +99,7 @@ def mlflow_server(tmp_path):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def test_a_200_trial_sweep_on_an_mlflow_server_loses_no_run_and_no_metric(workdir, mlflow_server):

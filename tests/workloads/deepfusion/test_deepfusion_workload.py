@@ -7,11 +7,9 @@ after Phase 0 and resumed: the resumed run must end with exactly the uninterrupt
 from __future__ import annotations
 
 import pytest
-from mlflow import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.tracking import KIND_TAG, PARENT_TAG
-from tests.conftest import REPO, store
+from tests.conftest import REPO, runs_by_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 QUICKSTART = str(REPO / "experiments" / "deepfusion" / "quickstart.yaml")
@@ -25,15 +23,6 @@ METHODS = {"deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusi
 FINAL = ("log_ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes")
 
 
-def _parents_and_children(experiment: str):
-    client = MlflowClient(store())
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == "run"]
-    return client, [(p, [r for r in runs if r.data.tags.get(PARENT_TAG) == p.info.run_id])
-                    for p in parents]
-
-
 def _finals(children) -> dict:
     return {c.info.run_name: {k: c.data.metrics[k] for k in FINAL} for c in children}
 
@@ -41,7 +30,7 @@ def _finals(children) -> dict:
 def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_the_same_metrics(
         workdir, monkeypatch):  # noqa: ARG001 (workdir: run in a scratch directory)
     assert main(["run", QUICKSTART, *TINY]) == 0
-    client, [(parent, children)] = _parents_and_children("deepfusion-e2e")
+    client, [(parent, children)] = runs_by_parent("deepfusion-e2e")
     assert parent.info.status == "FINISHED"
     assert {c.info.run_name for c in children} == METHODS
     assert all(c.info.status == "FINISHED" and "log_ppl" in c.data.metrics for c in children)
@@ -65,7 +54,7 @@ def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_t
         patch.setattr(pipeline, "cluster_devices", killed)
         assert main(["run", QUICKSTART, *subset]) == 1
     assert main(["run", QUICKSTART, *subset, "--resume"]) == 0
-    _, runs = _parents_and_children("deepfusion-e2e")
+    _, runs = runs_by_parent("deepfusion-e2e")
     resumed_parent, resumed_children = runs[-1]
     assert resumed_parent.info.status == "FINISHED" and len(runs) == 2, "resume reopens the run"
     resumed = _finals(resumed_children)

@@ -9,11 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.tracking import KIND_TAG, PARENT_TAG
-from tests.conftest import REPO, store
+from tests.conftest import REPO, runs_by_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 QUICKSTART = str(REPO / "experiments" / "robustness" / "quickstart.yaml")
@@ -26,15 +24,6 @@ def _overrides(server, experiment: str, tasks: str, n: int, key_env: str = "") -
              f' concurrency: 3}}')
     return [f"robustness.models=[{model}]", f"robustness.tasks={tasks}",
             "robustness.decoding.translation_max_new_tokens=8", f"mlflow.experiment={experiment}"]
-
-
-def _runs(experiment: str):
-    client = MlflowClient(store())
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == "run"]
-    return client, [(p, [r for r in runs if r.data.tags.get(PARENT_TAG) == p.info.run_id])
-                    for p in parents]
 
 
 def _finals(children) -> dict:
@@ -53,7 +42,7 @@ def test_http_backend_evaluates_through_a_real_server_and_the_key_appears_nowher
     assert main(["-v", "run", QUICKSTART, *args]) == 0
 
     assert openai_server.wait_for_requests(before + 8) - before == 8, "one request per example"
-    client, [(parent, children)] = _runs("robustness-http")
+    client, [(parent, children)] = runs_by_parent("robustness-http")
     assert {c.info.run_name for c in children} == {"served/advglue_rte", "served/advglue_t"}
     for child in children:
         assert child.info.status == "FINISHED" and child.data.metrics["model_calls"] == 4
@@ -105,7 +94,7 @@ def test_a_killed_http_evaluation_resumes_without_repeating_a_call(openai_server
     assert main(["run", QUICKSTART, *args, "--resume"]) == 0
     assert openai_server.wait_for_requests(start + 12) - start == 12, "no example sent twice"
 
-    _, runs = _runs("robustness-resume")
+    _, runs = runs_by_parent("robustness-resume")
     assert len(runs) == 1, "the resumed run is the killed one, reopened"
     parent, children = runs[0]
     assert parent.info.status == "FINISHED"
@@ -115,5 +104,5 @@ def test_a_killed_http_evaluation_resumes_without_repeating_a_call(openai_server
     resumed = _finals(children)
 
     assert main(["run", QUICKSTART, *args]) == 0  # a fresh run of the same config
-    _, runs = _runs("robustness-resume")
+    _, runs = runs_by_parent("robustness-resume")
     assert _finals(runs[-1][1]) == resumed
