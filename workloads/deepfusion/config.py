@@ -11,13 +11,13 @@ from typing import Optional
 
 from orchestrator.config import ConfigError, knob
 from orchestrator.federated.config import FederationConfig
+from workloads.common.optim import OPTIMIZERS
 
 CASES = ("medical", "financial")
 SIZES = ("tiny", "small", "paper")
 DEVICE_MODELS = ("gpt2", "gpt2-medium", "llama", "bloom", "smollm2")
 MOE_FAMILIES = ("qwen3_moe", "deepseek_v3")
 EMBEDDINGS = ("random_projection", "minilm")
-OPTIMIZERS = ("adamw", "adam", "sgd", "sgd_momentum")
 METHODS = ("deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusion_no_vaa")
 KD_METHODS = ("deepfusion", "deepfusion_no_vaa", "ofa_kd", "fedmkt")  # share Phase 0 and Phase I
 

@@ -19,7 +19,7 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -252,11 +252,3 @@ def causal_lm_step(model: nn.Module, batch: torch.Tensor, optimizer: torch.optim
     loss.backward()
     optimizer.step()
     return float(loss.detach())
-
-
-def make_optimizer(params: Any, name: str, lr: float) -> torch.optim.Optimizer:
-    """The one optimizer factory: 'adamw' | 'adam' | 'sgd' | 'sgd_momentum'."""
-    params = [p for p in params if p.requires_grad]
-    if name in ("adam", "adamw"):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0 if name == "adam" else 0.01)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9 if name == "sgd_momentum" else 0.0)

@@ -80,7 +80,8 @@ class LocalLmProgram:
 
         from workloads.deepfusion.clustering import device_embedding
         from workloads.deepfusion.data import lm_blocks
-        from workloads.deepfusion.models import (build_device_model, make_optimizer, param_bytes,
+        from workloads.common.optim import make_optimizer
+        from workloads.deepfusion.models import (build_device_model, param_bytes,
                                                  train_memory_bytes)
 
         s = self.spec
@@ -133,7 +134,8 @@ class FedJetsProgram:
         import torch
 
         from workloads.deepfusion.baselines import compact_moe, route_device_to_experts
-        from workloads.deepfusion.models import make_optimizer, param_bytes
+        from workloads.common.optim import make_optimizer
+        from workloads.deepfusion.models import param_bytes
 
         s = self.spec
         self.global_moe.load_state_dict(global_state)
@@ -200,7 +202,8 @@ def distill_cluster(job: DistillJob) -> dict:
     """Phase II for one cluster: the student's state dict and the loss history."""
     import torch
 
-    from workloads.deepfusion.models import build_device_model, build_student, make_optimizer
+    from workloads.common.optim import make_optimizer
+    from workloads.deepfusion.models import build_device_model, build_student
 
     torch.set_num_threads(1)
     teacher = build_device_model(job.teacher_name, job.size)
@@ -237,7 +240,8 @@ def tune_moe_in_process(job: TuneJob) -> dict:
     from transformers import AutoModelForCausalLM
 
     from orchestrator.train import freeze_matching
-    from workloads.deepfusion.models import causal_lm_loss, make_optimizer
+    from workloads.common.optim import make_optimizer
+    from workloads.deepfusion.models import causal_lm_loss
 
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_config(job.moe_config)

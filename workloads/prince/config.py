@@ -11,11 +11,11 @@ from typing import Optional
 
 from orchestrator.config import ConfigError, check_ranges, knob
 from orchestrator.federated.config import FederationConfig
+from workloads.common.optim import OPTIMIZERS
 from workloads.prince.baselines import METHODS
 from workloads.prince.tenants import SIZES, TENANTS
 from workloads.prince.timing import CONGESTION_MODELS, STRAGGLER_MODELS
 
-OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
 
 
 @dataclass

@@ -45,7 +45,7 @@ class Market:
 def profile(name: str, size: str, cut: int, pretrained: Any, seed: int):
     from workloads.prince.split import profile_split
 
-    return profile_split(programs._split(name, size, cut, pretrained, seed))
+    return profile_split(programs.build_split(name, size, cut, pretrained, seed))
 
 
 def ownership(num_devices: int, num_tenants: int, share: float,

@@ -42,7 +42,7 @@ class TenantSpec:
 
 
 @functools.lru_cache(maxsize=8)
-def _split(name: str, size: str, cut: int, pretrained: Any, seed: int):
+def build_split(name: str, size: str, cut: int, pretrained: Any, seed: int):
     from workloads.prince.tenants import build_tenant
 
     return build_tenant(name, size, cut, pretrained, seed)
@@ -56,7 +56,7 @@ def _train_data(name: str, limit: Any):
 
 
 def split_of(spec: TenantSpec):
-    return _split(spec.name, spec.size, spec.cut_layer, spec.pretrained, spec.seed)
+    return build_split(spec.name, spec.size, spec.cut_layer, spec.pretrained, spec.seed)
 
 
 class SflDeviceProgram:

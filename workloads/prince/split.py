@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workloads.deepfusion.models import make_optimizer  # the one optimizer factory
+from workloads.common.optim import make_optimizer
 from workloads.prince.tenants import NUM_CLASSES, SEQ_LEN, SplitModel
 
 Batch = dict[str, torch.Tensor]  # input keys of the tenant + "labels"

@@ -6,7 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from workloads.deepfusion import distill as D
-from workloads.deepfusion.models import build_device_model, build_student, make_optimizer
+from workloads.common.optim import make_optimizer
+from workloads.deepfusion.models import build_device_model, build_student
 from workloads.deepfusion.vaa import LinearFeatureMap, ViewAlignedAttention
 
 

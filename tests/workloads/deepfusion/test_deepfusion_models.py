@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from workloads.common.optim import make_optimizer
 from workloads.deepfusion import models as M
 
 TINY_DEVICE_MODELS = ["gpt2", "gpt2-medium", "llama", "bloom"]
@@ -15,7 +16,7 @@ def test_each_on_device_family_trains_a_step_on_real_text(name, batch):
     model = M.build_device_model(name, "tiny", seed=0)
     assert model.config.vocab_size == M.VOCAB_SIZE
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loss = M.causal_lm_step(model, batch, M.make_optimizer(model.parameters(), "adamw", 1e-3))
+    loss = M.causal_lm_step(model, batch, make_optimizer(model.parameters(), "adamw", 1e-3))
     assert np.isfinite(loss) and loss == pytest.approx(np.log(M.VOCAB_SIZE), rel=0.1)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -31,7 +32,7 @@ def test_each_student_trains_and_its_mlp_has_the_shape_of_one_expert(family, bat
                                                     moe_cfg.hidden_size)
         assert layer.mlp.down_proj.weight.shape == (moe_cfg.hidden_size,
                                                     moe_cfg.moe_intermediate_size)
-    loss = M.causal_lm_step(student, batch, M.make_optimizer(student.parameters(), "adamw", 1e-3))
+    loss = M.causal_lm_step(student, batch, make_optimizer(student.parameters(), "adamw", 1e-3))
     assert np.isfinite(loss)
 
 

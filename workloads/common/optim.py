@@ -1,0 +1,17 @@
+"""The one optimizer factory every workload's training uses (deepfusion, prince)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "sgd_momentum")
+
+
+def make_optimizer(params: Any, name: str, lr: float) -> torch.optim.Optimizer:
+    """'adamw' | 'adam' (AdamW without weight decay) | 'sgd' | 'sgd_momentum' (0.9), over the
+    parameters that require grad (frozen experts and bases are skipped)."""
+    params = [p for p in params if p.requires_grad]
+    if name in ("adam", "adamw"):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0 if name == "adam" else 0.01)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9 if name == "sgd_momentum" else 0.0)
