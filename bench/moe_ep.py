@@ -2,6 +2,7 @@
 
     python3 bench/moe_ep.py                         # 4 interleaved pairs of 200 steps (3-6 min)
     python3 bench/moe_ep.py --steps 60 --repeats 1  # a smoke test
+    python3 bench/moe_ep.py --micro-batch 16 --seq 128 --steps 100  # a ~4x longer step
 
 Both sides run `orchestrator.train.run_expert_parallel` on 2 CPU ranks over gloo: a tiny
 Qwen3-MoE (8 experts, 4 per rank via DeepSpeed AutoEP), experts frozen, attention/router/embeddings
@@ -23,6 +24,14 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   ~0.08 of a core busy and wake ~1800 times a second, doubling the ranks' involuntary context
   switches. With a core idle that is free; when both cores are saturated it is ~5% of the ranks'
   CPU, so expect +5-10% then.
+- The gap is per unit of work, not per step: `--micro-batch 16 --seq 128` (a ~115 ms step) gives
+  the same +8.5% as the default ~30 ms step on a quiet 2-core machine. What was ruled out there
+  (session 3, each tried side by side): an idle Ray cluster with 8 actors beside the torchrun
+  arm does not slow it; a Python thread waking every 10 ms in the torchrun ranks (as Ray's
+  signal check does) does not; the Ray ranks' 11k page faults/s (torchrun: 300/s) fall to 170/s
+  with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, with no change in step time;
+  `gc.freeze()` and pinning each rank to one core change nothing. `perf` shows the Ray rank
+  spending ~4% more of its time in the kernel (task switches, interrupt returns).
 - Interleaved. The arms alternate (A B, B A, A B, ...), each pair is a ratio, and the overhead is
   the median of the pair ratios, so a load change between pairs hits both arms of a pair alike.
 - Noise is shown. Each run prints the cores other processes kept busy while its ranks computed
@@ -57,7 +66,7 @@ WORKERS, MICRO_BATCH, SEQ, WARMUP = 2, 4, 64, 20
 RAY_WORKER_NICE = int(os.environ.get("RAY_worker_niceness", 15))  # Ray's default for its workers
 
 
-def make_job(steps: int) -> ExpertParallelJob:
+def make_job(steps: int, micro_batch: int = MICRO_BATCH, seq: int = SEQ) -> ExpertParallelJob:
     """A Qwen3-MoE small enough for CPU, big enough that a step is compute, not overhead."""
     import torch
     from transformers import Qwen3MoeConfig
@@ -65,10 +74,10 @@ def make_job(steps: int) -> ExpertParallelJob:
     cfg = Qwen3MoeConfig(vocab_size=512, hidden_size=128, intermediate_size=256,
                          moe_intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
-                         max_position_embeddings=SEQ)
+                         max_position_embeddings=seq)
     g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, cfg.vocab_size, (4, WORKERS * MICRO_BATCH, SEQ), generator=g)
-    ds = deepspeed_config(micro_batch_size=MICRO_BATCH, ep_size=WORKERS, preset="qwen3_moe")
+    tokens = torch.randint(0, cfg.vocab_size, (4, WORKERS * micro_batch, seq), generator=g)
+    ds = deepspeed_config(micro_batch_size=micro_batch, ep_size=WORKERS, preset="qwen3_moe")
     return ExpertParallelJob(model_config=cfg, tokens=tokens, eval_tokens=tokens[0], ds_config=ds,
                              steps=steps, frozen=(r"\.experts\.",))
 
@@ -227,13 +236,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=4,
                         help="interleaved torchrun/Ray Train pairs")
+    parser.add_argument("--micro-batch", type=int, default=MICRO_BATCH, help="sequences per rank")
+    parser.add_argument("--seq", type=int, default=SEQ, help="tokens per sequence")
     parser.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return torchrun_worker(*args.worker)
     if args.steps < WARMUP + 2:
         parser.error(f"--steps must be at least {WARMUP + 2}: the first {WARMUP} are warm-up")
-    job = make_job(args.steps)
+    job = make_job(args.steps, args.micro_batch, args.seq)
     pairs: list[dict[str, Run]] = []
     for i in range(args.repeats):
         order = ("torchrun", "Ray Train") if i % 2 == 0 else ("Ray Train", "torchrun")

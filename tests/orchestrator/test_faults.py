@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,9 @@ FEDJETS = ["deepfusion.run.methods=[fedjets]", "deepfusion.data.max_records=400"
            "deepfusion.local.steps=3", "deepfusion.baselines.fedjets_rounds=3",
            "deepfusion.baselines.fedjets_local_steps=2", "deepfusion.run.eval_blocks=8",
            "deepfusion.run.round_eval_blocks=4", "mlflow.experiment=sigkill"]
+CENTRALIZED = ["deepfusion.run.methods=[centralized]", "deepfusion.data.max_records=400",
+               "deepfusion.run.centralized_steps=60", "deepfusion.run.ep_checkpoint_every=10",
+               "deepfusion.run.eval_blocks=8", "mlflow.experiment=ep-fault"]
 AERIA = ["aeria.user_counts=[100,300]", "aeria.num_seeds=2", "aeria.property_users=60",
          "aeria.property_probes=2", "mlflow.experiment=orphan"]
 
@@ -225,6 +229,52 @@ def test_a_sigkilled_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path
             f"{key}: every round logged once or identically twice, nothing lost"
     keep = lambda m: {k: v for k, v in m.items() if "seconds" not in k}  # noqa: E731
     assert keep(resumed.data.metrics) == keep(straight.data.metrics)
+    assert leftovers(private_ray, grace=5) == []
+
+
+# --------------------------------------------------------------------------- a Ray Train rank dies
+def registered_checkpoints(tmp_path: Path) -> list[str]:
+    """The checkpoints Ray Train's controller has taken in (a rank can die before its report is)."""
+    for snapshot in tmp_path.glob(".orchestrator/state/ep-fault/*/checkpoints/ray_train/"
+                                  "centralized/checkpoint_manager_snapshot.json"):
+        with contextlib.suppress(OSError, ValueError):
+            return [c["checkpoint_dir_name"]
+                    for c in json.loads(snapshot.read_text())["checkpoint_results"]]
+    return []
+
+
+def ray_train_workers(ray_tmp: Path) -> list[int]:
+    return [pid for pid in processes_with_env(f"RAY_TMPDIR={ray_tmp}")
+            if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_ray_train_rank_killed_mid_phase_restarts_the_expert_parallel_phase_from_its_checkpoint(
+        tmp_path, private_ray):
+    args = ["run", DEEPFUSION, *CENTRALIZED]
+    killed = start_cli(args, tmp_path, private_ray, "killed.log")
+    try:
+        wait_while_running(killed, lambda: registered_checkpoints(tmp_path), 300,
+                           "the expert-parallel phase's first checkpoint", tmp_path / "killed.log")
+        victims = ray_train_workers(private_ray)
+        assert len(victims) == 2, "two expert-parallel ranks"
+        os.kill(victims[-1], signal.SIGKILL)
+        code = killed.wait(timeout=300)
+    finally:
+        kill_group(killed)
+    assert code == 0, (tmp_path / "killed.log").read_text()[-3000:]
+    client, [(parent, [child])] = parents("ep-fault", tmp_path)
+    resumed_from = child.data.metrics["ep_resumed_from_step"]
+    assert 10 <= resumed_from < 60 and resumed_from % 10 == 0, \
+        "Ray Train restarted the worker group from a checkpoint, not from step 0"
+    assert child.info.status == "FINISHED"
+    assert len(client.get_metric_history(child.info.run_id, "tune_loss")) == 60, "every step"
+
+    run_cli(args, tmp_path, private_ray, "uninterrupted.log")
+    _, [_, (_, [straight])] = parents("ep-fault", tmp_path)
+    assert straight.data.metrics["ep_resumed_from_step"] == 0
+    for key in ("log_ppl", "token_accuracy", "comm_bytes"):
+        assert child.data.metrics[key] == pytest.approx(straight.data.metrics[key], rel=1e-5), \
+            f"{key}: the restarted phase ends where an undisturbed one does"
     assert leftovers(private_ray, grace=5) == []
 
 

@@ -160,6 +160,11 @@ class RunConfig:
     ep_workers: int = knob(2, "Ray Train workers = expert-parallel ranks (divides num_experts)",
                            ge=1)
     ep_cpus_per_worker: float = knob(1.0, "CPUs per Ray Train worker", gt=0)
+    ep_checkpoint_every: int = knob(50, "checkpoint the expert-parallel training every k steps "
+                                        "(0: only at its end); a failed worker group restarts "
+                                        "from the last one", ge=0)
+    ep_max_failures: int = knob(1, "worker-group restarts Ray Train allows per expert-parallel "
+                                   "training before the run fails", ge=0)
     use_gpu: Optional[bool] = knob(None, "Ray Train workers take one GPU each (NCCL, bf16); "
                                          "null: yes when the cluster has ep_workers GPUs")
     centralized_steps: int = knob(100, "steps of the centralized MoE on the pooled data", ge=1)

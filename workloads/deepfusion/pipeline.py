@@ -235,12 +235,15 @@ def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_bloc
                           zero_stage=0, lr=lr, use_gpu=gpu)
     job = ExpertParallelJob(model_config=model_config, tokens=tokens,
                             eval_tokens=test_blocks[:tokens.shape[1]], ds_config=ds,
-                            steps=len(tokens), frozen=frozen, seed=seed, init_state=init_state)
+                            steps=len(tokens), frozen=frozen, seed=seed, init_state=init_state,
+                            checkpoint_every=r.ep_checkpoint_every)
     storage = str((Path(ctx.checkpoint_dir) / "ray_train").resolve())
     result = run_distributed(expert_parallel_train_loop, {"job": job}, r.ep_workers, gpu,
-                             storage, name,
+                             storage, name, max_failures=r.ep_max_failures,
                              cpus_per_worker=r.ep_cpus_per_worker)
-    log.info("%s: experts_by_rank %s", name, result.metrics.get("experts_by_rank"))
+    log.info("%s: experts_by_rank %s%s", name, result.metrics.get("experts_by_rank"),
+             f", restarted from step {result.metrics['resumed_from_step']}"
+             if result.metrics.get("resumed_from_step") else "")
     return load_consolidated(result.checkpoint_path), result.metrics
 
 
@@ -273,6 +276,7 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
         state, metrics = _ep_run(c, ctx, f"{method}-phase3", config, tokens, setup.test_blocks,
                                  EXPERT_PATTERNS, 0, c.moe.lr, init_state=init)
         out["losses"], out["experts_by_rank"] = metrics["losses"], metrics["experts_by_rank"]
+        out["ep_resumed_from_step"] = metrics["resumed_from_step"]
     else:
         job = programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
         (res,) = ctx.map(programs.tune_moe_in_process, [job], desc=f"{method} Phase III")
@@ -300,6 +304,7 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
                                 c.data.seq_len, c.models.dtype_bytes)
     return {"final": _evaluate(c, config, state, setup.test_blocks), "losses": metrics["losses"],
             "experts_by_rank": metrics["experts_by_rank"], "comm_bytes": setup.private_text_bytes,
+            "ep_resumed_from_step": metrics["resumed_from_step"],
             "peak_device_memory_bytes": memory}
 
 

@@ -39,6 +39,8 @@ def _report(child, method: str, result: dict) -> dict:
     if result.get("experts_by_rank"):
         child.log_text(repr(result["experts_by_rank"]), "experts_by_rank.txt")
         child.set_tags({"experts_by_rank": str(result["experts_by_rank"])[:5000]})
+    if "ep_resumed_from_step" in result:  # > 0: a worker failed and Ray Train restarted the group
+        child.log_metrics({"ep_resumed_from_step": result["ep_resumed_from_step"]})
     row = _row(method, result)
     child.log_metrics({k: v for k, v in row.items() if k != "method"})
     return row
