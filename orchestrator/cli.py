@@ -73,6 +73,9 @@ def _add_submit(sub) -> None:
                                   "experiments/aeria/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="OmegaConf dotlist, passed to the job")
     p.add_argument("--sweep", action="store_true", help="submit the config's sweep, not a run")
+    p.add_argument("--resume", action="store_true",
+                   help="the job runs `run --resume`: continue a killed job's run from its "
+                        "checkpoints (needs an absolute, shared state_dir)")
     p.add_argument("--address", help="Ray job API (dashboard) URL; default RAY_API_SERVER_ADDRESS, "
                                      "RAY_ADDRESS, else http://127.0.0.1:8265")
     p.add_argument("--env", action="append", default=[], metavar="NAME",
@@ -201,8 +204,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Exit 0 when the job succeeded (or, with --no-wait/--dry-run, was submitted/printed)."""
     from orchestrator import submit
 
+    if args.resume and args.sweep:
+        raise BadInput("submit: --resume continues a run; a sweep cannot be resumed")
     job = submit.build(args.config, args.overrides, "sweep" if args.sweep else "run",
-                       args.env, args.exclude)
+                       args.env, args.exclude, resume=args.resume)
     console.print(f"from {submit.REPO_ROOT}:\n  {submit.ray_command(job, args.address)}",
                   highlight=False, markup=False, soft_wrap=True)
     if args.dry_run:

@@ -109,6 +109,10 @@ class ExperimentBase:
 
     workload: str = knob(dataclasses.MISSING, "registered workload name (see `orchestrator list`)")
     seed: int = knob(0, "seed for every random choice of the run", ge=0)
+    state_dir: str = knob(".orchestrator", "what must outlive a process: run checkpoints and "
+                          "--resume state (state/), Tune results (ray_results/). On a cluster, "
+                          "an absolute path every node shares (NFS, a PVC), so Ray Train "
+                          "checkpoints reach every worker and --resume works across jobs")
     ray: RayConfig = knob(factory=RayConfig)
     mlflow: MlflowConfig = knob(factory=MlflowConfig)
     sweep: SweepConfig = knob(factory=SweepConfig)

@@ -1,8 +1,10 @@
 """Where a run keeps what must outlive its process: checkpoints and its MLflow run id.
 
-`.orchestrator/state/<experiment>/<hash of the resolved config>/` in the working directory. A
-fresh `run` of a config starts that directory over; `run --resume` continues from it, reopening
-the same MLflow run, so a killed run and its resumption read as one run in the UI.
+`<state_dir>/state/<experiment>/<hash of the resolved config>/`, with `state_dir` the config key
+(default `.orchestrator` in the working directory; a shared absolute path on a cluster, where each
+job has its own working directory). A fresh `run` of a config starts that directory over;
+`run --resume` continues from it, reopening the same MLflow run, so a killed run and its
+resumption read as one run in the UI.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from typing import Any
 from orchestrator.config import to_yaml
 
 log = logging.getLogger(__name__)
-ROOT = Path(".orchestrator") / "state"
 RUN_ID_FILE = "mlflow_run_id"
 
 
@@ -23,7 +24,7 @@ def run_state_dir(cfg: Any, config_path: str, resume: bool) -> Path:
     from orchestrator.tracking import experiment_name
 
     digest = hashlib.sha1(to_yaml(cfg).encode()).hexdigest()[:12]
-    path = ROOT / experiment_name(cfg, config_path) / digest
+    path = Path(cfg.state_dir) / "state" / experiment_name(cfg, config_path) / digest
     if not resume and path.exists():
         log.info("starting over: clearing the previous run's state at %s", path)
         shutil.rmtree(path)

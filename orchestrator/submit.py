@@ -58,7 +58,8 @@ class Job:
 
 
 def build(config: str, overrides: Sequence[str], kind: str = "run",
-          env_names: Sequence[str] = (), excludes: Sequence[str] = ()) -> Job:
+          env_names: Sequence[str] = (), excludes: Sequence[str] = (),
+          resume: bool = False) -> Job:
     """Validate the experiment here, then describe the job that runs it from the repo root."""
     cfg = load_experiment(config, list(overrides))
     env_vars = {name: os.environ[name] for name in FORWARDED if os.environ.get(name)}
@@ -72,13 +73,18 @@ def build(config: str, overrides: Sequence[str], kind: str = "run",
         log.warning("MLFLOW_TRACKING_URI is not set here: the job logs to the cluster's "
                     "MLFLOW_TRACKING_URI if its nodes set one, else to %s inside the job's "
                     "temporary working directory, which is deleted with it", uri)
+    if not os.path.isabs(cfg.state_dir):
+        log.warning("state_dir=%s is relative: the job's checkpoints and `run --resume` state die "
+                    "with its temporary working directory; pass state_dir=/a/shared/path to keep "
+                    "them (and to give a multi-node Ray Train run storage every node reaches)",
+                    cfg.state_dir)
     from orchestrator.tracking import COMMIT_ENV, git_commit
 
     env_vars[COMMIT_ENV] = git_commit()  # .git is not uploaded: the job's runs record this one
     runtime_env = {"working_dir": str(REPO_ROOT), "excludes": [*EXCLUDES, *excludes],
                    "env_vars": env_vars}
-    return Job(["python", "-m", "orchestrator", kind, _repo_relative(config), *overrides],
-               runtime_env)
+    return Job(["python", "-m", "orchestrator", kind, _repo_relative(config), *overrides,
+                *(["--resume"] if resume else [])], runtime_env)
 
 
 def _repo_relative(config: str) -> str:

@@ -25,7 +25,6 @@ from orchestrator.workload import TrialContext
 
 log = logging.getLogger(__name__)
 BATCH_KEY = "batch"
-STATE_DIR = Path(".orchestrator") / "ray_results"
 
 
 def run_sweep(cfg: Any, parent: Any) -> list[dict]:
@@ -33,7 +32,8 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
     from ray import tune
 
     dims = parse_params(cfg)
-    cache = STATE_DIR.resolve() / f"sweep-{parent.run_id}" / "cache"
+    storage = (Path(cfg.state_dir) / "ray_results").resolve()
+    cache = storage / f"sweep-{parent.run_id}" / "cache"
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, base=to_dict(cfg), dims=dims,
                              batch_size=cfg.sweep.batch_size, cache_dir=str(cache)),
@@ -48,7 +48,7 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
                 search_alg=search_algorithm(cfg), scheduler=scheduler(cfg.sweep.scheduler),
                 max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=True),
             run_config=tune.RunConfig(name=f"sweep-{parent.run_id}", verbose=0,
-                                      storage_path=str(STATE_DIR.resolve()),
+                                      storage_path=str(storage),
                                       failure_config=tune.FailureConfig(fail_fast=True),
                                       callbacks=[callback]))
         results = tuner.fit()

@@ -17,12 +17,13 @@ MANIFESTS = sorted(p.name for p in KUBERAY.glob("*.yaml"))
 CORE_KINDS = {("v1", "PersistentVolumeClaim"), ("v1", "Pod"),
               ("networking.k8s.io/v1", "NetworkPolicy")}
 # workload -> what its RayJob's entrypoint runs (deepfusion: both cases' N sweeps, Table I)
-RAYJOBS = {
-    "aeria": ["python -m orchestrator run experiments/aeria/paper.yaml"],
-    "deepfusion": ["python -m orchestrator sweep experiments/deepfusion/medical.yaml",
-                   "python -m orchestrator sweep experiments/deepfusion/financial.yaml"],
-    "prince": ["python -m orchestrator run experiments/prince/paper.yaml"],
-    "robustness": ["python -m orchestrator run experiments/robustness/paper.yaml"],
+RAYJOBS = {  # state_dir on the shared volume: Ray Train checkpoints and --resume span pods and jobs
+    "aeria": ["python -m orchestrator run experiments/aeria/paper.yaml state_dir=/state"],
+    "deepfusion": ["python -m orchestrator sweep experiments/deepfusion/medical.yaml state_dir=/state",
+                   "python -m orchestrator sweep experiments/deepfusion/financial.yaml "
+                   "state_dir=/state"],
+    "prince": ["python -m orchestrator run experiments/prince/paper.yaml state_dir=/state"],
+    "robustness": ["python -m orchestrator run experiments/robustness/paper.yaml state_dir=/state"],
 }
 SECRET_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential|store_uri)")
 
@@ -119,7 +120,25 @@ def test_rayjob_runs_its_workloads_paper_experiment_then_deletes_its_cluster(wor
     steps = [s.strip() for s in doc["spec"]["entrypoint"].split("&&")]
     assert steps == ["cd /home/ray/edge-orchestrator", *RAYJOBS[workload]]
     for step in RAYJOBS[workload]:
-        assert (REPO / step.split()[-1]).is_file(), step
+        assert (REPO / step.split()[4]).is_file(), step
+
+
+def ray_pods(doc: dict) -> list[dict]:
+    spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    return [spec["headGroupSpec"]["template"]["spec"],
+            *(g["template"]["spec"] for g in spec["workerGroupSpecs"])]
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", *(f"rayjob-{w}.yaml" for w in RAYJOBS)])
+def test_every_ray_pod_mounts_the_shared_state_volume_at_slash_state(name):
+    for pod in ray_pods(load(name)):
+        assert {"name": "state", "mountPath": "/state"} in pod["containers"][0]["volumeMounts"]
+        assert {"name": "state", "persistentVolumeClaim": {"claimName": "orchestrator-state"}} \
+            in pod["volumes"]
+    claim = load("state-store.yaml")
+    assert (claim["kind"], claim["metadata"]["name"]) == ("PersistentVolumeClaim",
+                                                         "orchestrator-state")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "GPU pods write, the head reads"
 
 
 @pytest.mark.parametrize("experiment", PAPER)

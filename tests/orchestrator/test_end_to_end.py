@@ -97,3 +97,22 @@ def test_a_run_that_raises_exits_1_and_its_run_is_failed_with_the_traceback(work
     assert parent.info.status == "FAILED"
     text = Path(client.download_artifacts(parent.info.run_id, "error/traceback.txt")).read_text()
     assert "injected failure" in text
+
+
+def test_resume_finds_a_shared_state_dir_from_another_working_directory(tmp_path, monkeypatch):
+    """What two cluster jobs see: different working directories, one shared state_dir."""
+    shared, uri = tmp_path / "shared", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", str(QUICKSTART), *SMALL, f"state_dir={shared}", f"mlflow.tracking_uri={uri}"]
+    for job in ("job1", "job2"):
+        (tmp_path / job).mkdir()
+    monkeypatch.chdir(tmp_path / "job1")
+    assert main(args) == 0
+    (state,) = shared.glob("state/*/*")
+    assert (state / "mlflow_run_id").is_file() and not Path(".orchestrator").exists()
+    monkeypatch.chdir(tmp_path / "job2")
+    assert main([*args, "--resume"]) == 0
+    runs = MlflowClient(uri).search_runs(
+        [e.experiment_id for e in MlflowClient(uri).search_experiments()],
+        filter_string=f"tags.{KIND_TAG} = 'run'")
+    assert len(runs) == 1, "the second job reopened the first job's run, found via state_dir"
+    assert runs[0].data.tags["orchestrator.resumed"] == "true"

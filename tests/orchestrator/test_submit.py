@@ -153,6 +153,16 @@ def test_dry_run_prints_the_ray_command_with_secrets_redacted_and_a_small_upload
     assert submit.package_size(job) < submit.RAY_UPLOAD_LIMIT / 3
 
 
+def test_resubmitting_with_resume_runs_run_resume_and_a_relative_state_dir_is_warned_of(caplog):
+    job = submit.build(str(QUICKSTART), ["state_dir=/mnt/shared/orch"], resume=True)
+    assert job.entrypoint[-3:] == ["experiments/aeria/quickstart.yaml", "state_dir=/mnt/shared/orch",
+                                   "--resume"]
+    assert "state_dir" not in caplog.text
+    submit.build(str(QUICKSTART), [])
+    assert "state_dir=.orchestrator is relative" in caplog.text
+    assert main(["submit", str(QUICKSTART), "--sweep", "--resume", "--dry-run"]) == 2
+
+
 def test_submit_refuses_bad_input_before_contacting_a_cluster(tmp_path, capsys):
     outside = tmp_path / "mine.yaml"
     outside.write_text(QUICKSTART.read_text())
