@@ -75,12 +75,14 @@ def _join_running_local_ray(common: dict) -> bool:
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "tasks",
-                 num_cpus: float = 1) -> list[Any]:
-    """`[fn(x) for x in items]` as Ray tasks (retried if a worker dies), with a progress bar."""
+                 num_cpus: float = 1, num_gpus: float = 0) -> list[Any]:
+    """`[fn(x) for x in items]` as Ray tasks (retried if a worker dies), with a progress bar;
+    with `num_gpus` each task gets that GPU share and `torch_device()` there says `cuda`."""
     import ray
 
     # "DEFAULT": from inside a Tune trial the tasks take their own resources, not the trial's
-    remote = ray.remote(num_cpus=num_cpus, max_retries=3, scheduling_strategy="DEFAULT")(fn)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=3,
+                        scheduling_strategy="DEFAULT")(fn)
     refs = [remote.remote(item) for item in items]
     pending = list(refs)
     with progress(len(refs), desc) as bar:
@@ -95,3 +97,17 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+
+
+def torch_device():
+    """Where this process should compute: `cuda` when Ray gave the calling task/actor a GPU
+    (whole or a fractional share) and CUDA works here, else `cpu`.
+
+    Ray sets CUDA_VISIBLE_DEVICES for each worker to the GPUs it was assigned, so plain "cuda" is
+    this worker's share. The driver and CPU-only tasks get no GPU ids, hence `cpu`.
+    """
+    import ray
+    import torch
+
+    on_gpu = ray.is_initialized() and bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")

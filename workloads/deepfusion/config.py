@@ -165,6 +165,9 @@ class RunConfig:
                                         "from the last one", ge=0)
     ep_max_failures: int = knob(1, "worker-group restarts Ray Train allows per expert-parallel "
                                    "training before the run fails", ge=0)
+    task_gpus: Optional[float] = knob(None, "GPU share of each Phase II distillation and "
+                                            "in-process tuning Ray task; null: 1 when the "
+                                            "cluster has GPUs, else 0", ge=0)
     use_gpu: Optional[bool] = knob(None, "Ray Train workers take one GPU each (NCCL, bf16); "
                                          "null: yes when the cluster has ep_workers GPUs")
     centralized_steps: int = knob(100, "steps of the centralized MoE on the pooled data", ge=1)

@@ -211,11 +211,19 @@ def distill_methods(c: DeepFusionConfig, setup: Setup, phase1: dict, methods: li
                     ctx) -> dict[str, dict]:
     """Phase II of every KD method at once (K tasks per method), one file per method."""
     jobs = [j for m in methods for j in distill_jobs(c, setup, phase1, m, ctx.seed)]
-    results = ctx.map(programs.distill_cluster, jobs, desc="Phase II distillation") if jobs else []
+    results = ctx.map(programs.distill_cluster, jobs, desc="Phase II distillation",
+                      num_gpus=task_gpus(c)) if jobs else []
     K = len(phase1["teachers"])
     return {m: {"students": [r["state"] for r in results[i * K:(i + 1) * K]],
                 "losses": [r["losses"] for r in results[i * K:(i + 1) * K]]}
             for i, m in enumerate(methods)}
+
+
+def task_gpus(c: DeepFusionConfig) -> float:
+    """`run.task_gpus`, or a whole GPU per task when the cluster has any."""
+    from orchestrator.runtime import cluster_gpus
+
+    return c.run.task_gpus if c.run.task_gpus is not None else float(cluster_gpus() > 0)
 
 
 # --------------------------------------------------------------------------- Phase III
@@ -279,7 +287,8 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
         out["ep_resumed_from_step"] = metrics["resumed_from_step"]
     else:
         job = programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
-        (res,) = ctx.map(programs.tune_moe_in_process, [job], desc=f"{method} Phase III")
+        (res,) = ctx.map(programs.tune_moe_in_process, [job], desc=f"{method} Phase III",
+                         num_gpus=task_gpus(c))
         state, out["losses"] = res["state"], res["losses"]
     out["final"] = _evaluate(c, config, state, setup.test_blocks)
     return out

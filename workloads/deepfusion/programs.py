@@ -13,7 +13,10 @@ Phase III on Ray Train uses the core's `expert_parallel_train_loop` with
 `ExpertParallelJob.init_state` = the upcycled MoE's weights.
 
 Every function here is top-level and takes picklable data, and derives its randomness from the
-seeds it is handed, so re-running any piece gives the same tensors.
+seeds it is handed, so re-running any piece gives the same tensors. Each computes on
+`runtime.torch_device()` (the worker's GPU share when Ray gave it one, else the CPU): models are
+built from their seeds on the CPU and then moved, batches are moved as they are drawn, and every
+returned state is a CPU copy, so what is aggregated and pickled does not depend on the device.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.runtime import torch_device
 from orchestrator.workload import derive_rng
 
 
@@ -31,16 +35,22 @@ def derive_seed(*keys: int) -> int:
     return int(derive_rng(*keys).integers(2**31 - 1))
 
 
+def cpu_state(module) -> dict:
+    """A detached CPU copy of `module`'s state dict (what crosses process boundaries)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
 def _train_steps(model, blocks, steps: int, batch_size: int, optimizer, rng) -> list[float]:
-    """`steps` causal-LM steps on random mini-batches of `blocks` (the batch order from `rng`)."""
+    """`steps` causal-LM steps on random mini-batches of `blocks` (the batch order from `rng`),
+    each batch moved to the model's device."""
     import torch
 
     from workloads.deepfusion.models import causal_lm_step
 
-    losses = []
+    device, losses = next(model.parameters()).device, []
     for _ in range(steps if len(blocks) else 0):
         idx = rng.choice(len(blocks), size=min(batch_size, len(blocks)), replace=False)
-        losses.append(causal_lm_step(model, blocks[torch.as_tensor(idx)], optimizer))
+        losses.append(causal_lm_step(model, blocks[torch.as_tensor(idx)].to(device), optimizer))
     return losses
 
 
@@ -87,11 +97,12 @@ class LocalLmProgram:
         s = self.spec
         texts = s.texts[device]
         blocks = lm_blocks(texts, self.tokenizer, s.seq_len)
-        model = build_device_model(s.models[device], s.size, seed=derive_seed(seed, 100, device))
+        model = build_device_model(s.models[device], s.size,
+                                   seed=derive_seed(seed, 100, device)).to(torch_device())
         optimizer = make_optimizer(model.parameters(), s.optimizer, s.lr)
         losses = _train_steps(model, blocks, s.steps, s.batch_size, optimizer,
                               derive_rng(seed, 101, device))
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state = cpu_state(model)
         e_n = torch.as_tensor(device_embedding(texts, self.encoder), dtype=torch.float32)
         n_params = sum(p.numel() for p in model.parameters())
         flops = 6.0 * n_params * s.steps * min(s.batch_size, len(blocks)) * s.seq_len
@@ -128,7 +139,8 @@ class FedJetsProgram:
         from transformers import AutoModelForCausalLM
 
         self.spec = spec
-        self.global_moe = AutoModelForCausalLM.from_config(spec.moe_config)
+        self.device = torch_device()
+        self.global_moe = AutoModelForCausalLM.from_config(spec.moe_config).to(self.device)
 
     def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
         import torch
@@ -140,13 +152,14 @@ class FedJetsProgram:
         s = self.spec
         self.global_moe.load_state_dict(global_state)
         blocks = s.blocks[device]
-        ids = route_device_to_experts(self.global_moe, blocks[:s.batch_size], s.experts)
-        local = compact_moe(self.global_moe, ids)
+        ids = route_device_to_experts(self.global_moe, blocks[:s.batch_size].to(self.device),
+                                      s.experts)
+        local = compact_moe(self.global_moe, ids).to(self.device)
         torch.manual_seed(derive_seed(seed, 200, round_idx, device))
         optimizer = make_optimizer(local.parameters(), s.optimizer, s.lr)
         losses = _train_steps(local, blocks, s.local_steps, s.batch_size, optimizer,
                               derive_rng(seed, 201, round_idx, device))
-        state = {k: v.detach().clone() for k, v in local.state_dict().items()}
+        state = cpu_state(local)
         flops = 6.0 * sum(p.numel() for p in local.parameters()) * s.local_steps * \
             min(s.batch_size, len(blocks)) * blocks.shape[1]
         metrics = {"loss": losses[-1] if losses else float("nan"),
@@ -206,19 +219,22 @@ def distill_cluster(job: DistillJob) -> dict:
     from workloads.deepfusion.models import build_device_model, build_student
 
     torch.set_num_threads(1)
+    device = torch_device()
     teacher = build_device_model(job.teacher_name, job.size)
     teacher.load_state_dict(job.teacher_state)
-    student = build_student(job.moe_family, job.size, seed=job.student_seed)
+    teacher = teacher.to(device)
+    student = build_student(job.moe_family, job.size, seed=job.student_seed).to(device)
     torch.manual_seed(job.batch_seed)  # the aligner's / branches' init
     extra, step = _kd_step_fn(job, teacher, student)
+    if extra is not None:
+        extra.to(device)  # in place: `step` holds the same module
     params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, job.distill.optimizer, job.distill.lr)
     rng, blocks, history = derive_rng(job.batch_seed), job.public_blocks, []
     for _ in range(job.distill.steps):
         idx = rng.choice(len(blocks), size=min(job.batch_size, len(blocks)), replace=False)
-        history.append(step(blocks[torch.as_tensor(idx)], optimizer))
-    return {"state": {k: v.detach().clone() for k, v in student.state_dict().items()},
-            "losses": [h["loss"] for h in history]}
+        history.append(step(blocks[torch.as_tensor(idx)].to(device), optimizer))
+    return {"state": cpu_state(student), "losses": [h["loss"] for h in history]}
 
 
 # --------------------------------------------------------------------------- Phase III
@@ -244,22 +260,23 @@ def tune_moe_in_process(job: TuneJob) -> dict:
     from workloads.deepfusion.models import causal_lm_loss
 
     torch.set_num_threads(1)
+    device = torch_device()
     model = AutoModelForCausalLM.from_config(job.moe_config)
     model.load_state_dict(job.init_state, strict=True)
+    model = model.to(device)
     freeze_matching(model, job.frozen)
     optimizer = make_optimizer(model.parameters(), job.optimizer, job.lr)
     model.train()
     losses = []
     for batch in job.tokens:
         optimizer.zero_grad(set_to_none=True)
-        loss = causal_lm_loss(model, batch)
+        loss = causal_lm_loss(model, batch.to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
                                        job.grad_clip)
         optimizer.step()
         losses.append(float(loss.detach()))
-    return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "losses": losses}
+    return {"state": cpu_state(model), "losses": losses}
 
 
 def batch_plan(blocks, steps: int, batch_size: int, rng: np.random.Generator):

@@ -10,7 +10,9 @@
   the round, aggregated with the same weights as the device side.
 
 Models are rebuilt from (tenant, size, cut, pretrained, seed) where they run, so only weights and
-smashed data cross process boundaries.
+smashed data cross process boundaries. Both sides compute on `runtime.torch_device()` (the
+actor's GPU share when Ray gave it one, else the CPU) and exchange CPU tensors only: smashed data,
+labels and gradients at the cut, states and deltas.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.runtime import torch_device
 from orchestrator.workload import derive_rng
 
 
@@ -59,6 +62,11 @@ def split_of(spec: TenantSpec):
     return build_split(spec.name, spec.size, spec.cut_layer, spec.pretrained, spec.seed)
 
 
+def _to(tensors: dict, device) -> dict:
+    """The dict with every tensor on `device` (the same tensors where they already are)."""
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
 class SflDeviceProgram:
     """The device side of every tenant, for whichever devices this actor hosts."""
 
@@ -66,11 +74,13 @@ class SflDeviceProgram:
         import torch
 
         torch.set_num_threads(1)
-        self.specs = specs
+        self.specs, self.device = specs, torch_device()
 
     def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
         spec = self.specs[global_state["tenant"]]
         split, data = split_of(spec), _train_data(spec.name, spec.train_limit)
+        for part in (split.full, split.device, split.server):
+            part.to(self.device)  # in place (a no-op once this cached split is there)
         shard = np.asarray(spec.shards[device])
         rng = derive_rng(seed, round_idx, device)
         if global_state["mode"] == "probe":
@@ -83,8 +93,8 @@ class SflDeviceProgram:
         load_trainable(split.device, state["device"])
         load_trainable(split.server, state["server"])
         split.full.zero_grad(set_to_none=True)
-        batch = data.batch(rng.choice(shard, size=min(state["probe_batch"], len(shard)),
-                                      replace=False))
+        batch = _to(data.batch(rng.choice(shard, size=min(state["probe_batch"], len(shard)),
+                                          replace=False)), self.device)
         extra = {k: batch[k] for k in split.server_keys}
         loss = split.server(split.device(**{k: batch[k] for k in split.input_keys}),
                             batch["labels"], **extra)
@@ -100,15 +110,18 @@ class SflDeviceProgram:
         from workloads.prince.data import batches
         from workloads.prince.split import device_local_training
 
-        server, steps = state["server"], iter(range(1 << 30))
+        server, steps, on = state["server"], iter(range(1 << 30)), self.device
 
         def server_step(smashed, labels, mask):
             first = next(steps) == 0  # a retried device (its actor died) starts its copy over
-            return ray.get(server.step.remote(device, smashed, labels, mask, first))
+            loss, grad = ray.get(server.step.remote(device, smashed.cpu(), labels.cpu(),
+                                                    None if mask is None else mask.cpu(), first))
+            return loss, grad.to(on)
 
-        local = list(batches(data, shard, spec.batch_size, rng))
-        delta, m = device_local_training(split, state["device"], local, server_step,
+        local = [_to(b, on) for b in batches(data, shard, spec.batch_size, rng)]
+        delta, m = device_local_training(split, _to(state["device"], on), local, server_step,
                                          spec.local_steps, spec.lr, spec.optimizer)
+        delta = {k: v.cpu() for k, v in delta.items()}
         metrics = {"loss": m["loss"], "smashed_bytes": float(m["smashed_bytes_up"] +
                                                              m["label_bytes_up"] +
                                                              m["grad_bytes_down"])}
@@ -128,19 +141,24 @@ class EdgeServer:
         from workloads.prince.split import ServerSide
 
         torch.set_num_threads(1)
-        self.side = ServerSide(split_of(spec).server, spec.lr, spec.optimizer)
+        self.device = torch_device()
+        # in place on this actor's own cached split; ServerSide copies it (states on the device)
+        self.side = ServerSide(split_of(spec).server.to(self.device), spec.lr, spec.optimizer)
 
     def begin_round(self, state: dict | None = None) -> None:
-        self.side.begin_round(state)
+        self.side.begin_round(None if state is None else _to(state, self.device))
 
     def state(self) -> dict:
-        return self.side.state()
+        return {k: v.cpu() for k, v in self.side.state().items()}
 
     def step(self, device: int, smashed, labels, mask, first: bool = False):
-        """One server step for `device`; `first` drops any copy a failed attempt left behind."""
+        """One server step for `device`; `first` drops any copy a failed attempt left behind.
+        CPU tensors in and out (the gradient at the cut); the step runs on this actor's device."""
         if first:
             self.side.copies.pop(device, None)
-        return self.side.step(device, smashed, labels, mask)
+        loss, grad = self.side.step(device, smashed.to(self.device), labels.to(self.device),
+                                    None if mask is None else mask.to(self.device))
+        return loss, grad.cpu()
 
     def aggregate(self, weights: dict[int, float], normalize: bool) -> dict:
         """W^S + sum_n w_n delta_n (normalised by sum w_n for plain FedAvg); the round's copies
@@ -151,4 +169,4 @@ class EdgeServer:
         for device, w in sorted(weights.items()):
             for k, d in self.side.pop_delta(device).items():
                 out[k] += scale * w * d
-        return out
+        return {k: v.cpu() for k, v in out.items()}
