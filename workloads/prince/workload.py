@@ -44,12 +44,16 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     edge = ray.remote(num_cpus=c.training.server_cpus, num_gpus=c.training.server_gpus,
                       max_restarts=1)(programs.EdgeServer)
     servers = {n: edge.remote(s) for n, s in market.specs.items()}
+    # Every method starts from these weights. Taken once, before any evaluation: the evaluator
+    # loads each round's weights into the driver's cached split, so reading the initial state
+    # from it per method warm-started every method with the previous method's trained model.
+    init = initial_states(market)
     try:
         market = probe_grad_norms(c, market, pool, ctx.seed)
         outcomes, game = allocations(c, market, ctx.seed)
         _log_market(ctx.tracker, market, outcomes)
         runs = {method: _train_method(c, ctx, method, market, game, outcomes[method], pool,
-                                      servers) for method in c.training.methods}
+                                      servers, init) for method in c.training.methods}
     finally:
         pool.shutdown()
         for s in servers.values():
@@ -62,11 +66,11 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
 
 
 def _train_method(c: PrinceConfig, ctx: Any, method: str, market, game, alloc, pool,
-                  servers) -> dict:
-    """Every tenant's SFL run under `method`, in its own child run (each tenant saved as done)."""
+                  servers, init: dict) -> dict:
+    """Every tenant's SFL run under `method` from the initial weights `init`, in its own child
+    run (each tenant saved as done)."""
     from workloads.prince.training import train_tenant
 
-    init = initial_states(market)
     out = {}
     with ctx.tracker.child(method) as child:
         for m, (name, t) in enumerate(c.tenants.enabled()):

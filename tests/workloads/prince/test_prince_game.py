@@ -159,6 +159,28 @@ def test_a_tenant_with_a_tiny_budget_prices_lower_and_gets_fewer_devices():
     assert poor.prices[0] < rich.prices[0] and poor.enrolled[0] < rich.enrolled[0]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_tenant_outbid_at_its_price_cap_raises_its_price_and_attracts_devices(seed):
+    """LLaMA's edge is 10x slower (psi tau_m(1) = 0.26 per round vs <= 0.013), so at the common cap
+    0.3 every device prefers a rival and, capped there, it ends with nobody (quickstart issue 1).
+    With budget left the empty leader raises its price past the cap: in the SE every tenant with a
+    positive budget enrols devices, within budget, and the followers are at a Nash equilibrium."""
+    slow_edge = tenants(edge_flops=np.array([1e12, 1e12, 1e12, 1e11]), price_max=np.full(M, 0.3))
+    market = devices(n=30, seed=3, share=1.0)
+    capped = stackelberg_prices(build_game(slow_edge, market, GameParams(price_points=8,
+                                                                          raise_steps=0)),
+                                np.random.default_rng(seed))
+    assert capped.enrolled[3] == 0 and capped.prices[3] <= 0.3 + 1e-12
+    game = build_game(slow_edge, market, PARAMS)
+    eq = stackelberg_prices(game, np.random.default_rng(seed))
+    assert np.all(eq.enrolled > 0) and np.all(np.isfinite(eq.time_to_target))
+    assert np.all(eq.budget_ok)      # a grid SE, or the cycle's pass that serves every tenant
+    assert eq.prices[3] > 0.3 and np.all(eq.prices[:3] <= 0.3 + 1e-12)  # only the empty one rose
+    assert_nash(game, eq.prices, follower_equilibrium(game, eq.prices, np.random.default_rng(0),
+                                                      init=eq.choice))
+    assert np.all(np.diff(eq.potential) < 0)
+
+
 def test_stackelberg_is_deterministic_given_the_seed():
     a, b = (stackelberg_prices(GAME, np.random.default_rng(9)) for _ in range(2))
     assert np.array_equal(a.prices, b.prices) and np.array_equal(a.choice, b.choice)
