@@ -47,11 +47,19 @@ class TenantConfig:
     train_limit: Optional[int] = knob(None, "training samples spread over the devices; null: all",
                                       ge=1)
     test_limit: int = knob(256, "held-out samples evaluated after every round", ge=1)
+    lora_rank: int = knob(0, "LoRA rank on both split parts' attention/MLP linears (peft); the "
+                             "base is frozen, the head stays trainable and only adapters + head "
+                             "are sent and aggregated; 0: full fine-tuning", ge=0)
+    lora_alpha: Optional[float] = knob(None, "LoRA scale numerator (updates scaled by "
+                                             "alpha/rank); null: 2 x lora_rank", gt=0)
 
     def validate(self) -> None:
         if self.price_min > self.price_max:
             raise ConfigError("price_min", f"{self.price_min} exceeds price_max {self.price_max}",
                               "set price_min <= price_max")
+        if self.lora_alpha is not None and self.lora_rank == 0:
+            raise ConfigError("lora_alpha", "is set but lora_rank is 0 (LoRA off)",
+                              "set lora_rank > 0, or lora_alpha: null")
 
 
 def _tenant(**over) -> TenantConfig:

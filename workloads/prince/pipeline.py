@@ -42,10 +42,12 @@ class Market:
 
 # --------------------------------------------------------------------------- market
 @functools.lru_cache(maxsize=16)
-def profile(name: str, size: str, cut: int, pretrained: Any, seed: int):
+def profile(name: str, size: str, cut: int, pretrained: Any, seed: int, lora_rank: int = 0,
+            lora_alpha: Any = None):
     from workloads.prince.split import profile_split
 
-    return profile_split(programs.build_split(name, size, cut, pretrained, seed))
+    return profile_split(programs.build_split(name, size, cut, pretrained, seed, lora_rank,
+                                              lora_alpha))
 
 
 def ownership(num_devices: int, num_tenants: int, share: float,
@@ -81,8 +83,10 @@ def build_market(c: PrinceConfig, seed: int, rng: Callable[..., np.random.Genera
             shards[n], data[n, m] = part, len(part)
         specs[name] = programs.TenantSpec(name, t.size, t.cut_layer, t.pretrained, seed,
                                           t.train_limit, tuple(shards), t.batch_size,
-                                          t.local_steps, t.lr, t.optimizer)
-        profiles[name] = profile(name, t.size, t.cut_layer, t.pretrained, seed)
+                                          t.local_steps, t.lr, t.optimizer, t.lora_rank,
+                                          t.lora_alpha)
+        profiles[name] = profile(name, t.size, t.cut_layer, t.pretrained, seed, t.lora_rank,
+                                 t.lora_alpha)
     col = lambda f: np.array([f(t) for t in cfgs], dtype=float)  # noqa: E731
     tenants = Tenants(
         names=tuple(names), target=col(lambda t: t.bound_eps), deadline_s=col(lambda t: t.deadline_s),

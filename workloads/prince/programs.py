@@ -9,10 +9,11 @@
 * `EdgeServer` (one Ray actor per tenant): SplitFed-V1's main server, one W^S copy per device in
   the round, aggregated with the same weights as the device side.
 
-Models are rebuilt from (tenant, size, cut, pretrained, seed) where they run, so only weights and
-smashed data cross process boundaries. Both sides compute on `runtime.torch_device()` (the
-actor's GPU share when Ray gave it one, else the CPU) and exchange CPU tensors only: smashed data,
-labels and gradients at the cut, states and deltas.
+Models are rebuilt from (tenant, size, cut, pretrained, seed, LoRA rank/alpha) where they run, so
+only weights and smashed data cross process boundaries; states and deltas hold the trainable
+tensors only (under LoRA: the adapters and the head). Both sides compute on
+`runtime.torch_device()` (the actor's GPU share when Ray gave it one, else the CPU) and exchange
+CPU tensors only: smashed data, labels and gradients at the cut, states and deltas.
 """
 from __future__ import annotations
 
@@ -42,13 +43,17 @@ class TenantSpec:
     local_steps: int
     lr: float
     optimizer: str
+    lora_rank: int = 0       # > 0: LoRA adapters on both sides (tenants.add_lora), base frozen
+    lora_alpha: Any = None   # None: 2 x lora_rank
 
 
 @functools.lru_cache(maxsize=8)
-def build_split(name: str, size: str, cut: int, pretrained: Any, seed: int):
+def build_split(name: str, size: str, cut: int, pretrained: Any, seed: int, lora_rank: int = 0,
+                lora_alpha: Any = None):
+    """The tenant's split model; the same (seeded) base and adapters on every actor."""
     from workloads.prince.tenants import build_tenant
 
-    return build_tenant(name, size, cut, pretrained, seed)
+    return build_tenant(name, size, cut, pretrained, seed, lora_rank, lora_alpha)
 
 
 @functools.lru_cache(maxsize=4)
@@ -59,7 +64,8 @@ def _train_data(name: str, limit: Any):
 
 
 def split_of(spec: TenantSpec):
-    return build_split(spec.name, spec.size, spec.cut_layer, spec.pretrained, spec.seed)
+    return build_split(spec.name, spec.size, spec.cut_layer, spec.pretrained, spec.seed,
+                       spec.lora_rank, spec.lora_alpha)
 
 
 def _to(tensors: dict, device) -> dict:

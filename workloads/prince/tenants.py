@@ -12,9 +12,12 @@ the loss. Both parts are plain nn.Modules that *share* their parameters with the
 (`SplitModel.full`), so split and unsplit training are the same computation (the tests check this).
 Dropout is off in every tenant ([OURS]: short runs of small models; also makes that exact).
 
-LoRA (SplitLoRA, SEEDS 2.2) would go in `build_tenant` after the cut: wrap `device.stack.layers`
-and `server.stack.layers` with adapters and freeze the rest; `split.trainable_state` follows
-`requires_grad`, so deltas and aggregation then cover only the adapters without further changes.
+Optional LoRA (SplitLoRA, SEEDS 2.2; `lora_rank > 0`): `build_tenant` injects peft LoRA adapters
+into every transformer layer's attention and MLP linears (`LORA_TARGETS`) on both sides of the
+cut, freezes the base model and leaves the task head (`ServerPart.head`) fully trainable. The
+adapters are seeded from the tenant's seed, so every actor builds the same ones.
+`split.trainable_state` follows `requires_grad`, so states, deltas and aggregation then cover only
+the adapters and the head.
 """
 from __future__ import annotations
 
@@ -156,6 +159,34 @@ def _whisper_ct2(model_cls, path: Path) -> nn.Module:
     return model
 
 
+# LoRA targets per family: the attention projections and MLP linears of the transformer layers
+# (full names in the HF model; peft matches a string as a regex on the whole name). Never the head.
+LORA_TARGETS = {
+    "vit": r"vit\.layers\.\d+\.(attention\.(q|k|v|o)_proj|mlp\.fc[12])",
+    "bert": r"bert\.encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output"
+            r"\.dense|intermediate\.dense|output\.dense)",
+    "whisper": r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc[12])",
+    "llama": r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
+}
+
+
+def add_lora(name: str, model: nn.Module, head: dict[str, nn.Module], rank: int,
+             alpha: float | None = None, seed: int = 0) -> None:
+    """In place: LoRA adapters (rank `rank`, scale alpha/rank; alpha None: 2 x rank, no dropout)
+    on tenant `name`'s layer linears, everything else frozen but the `head` modules. The adapters'
+    A matrices are drawn from `seed` (B starts at zero, so the model's output is unchanged)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha,
+                        lora_dropout=0.0, bias="none", target_modules=LORA_TARGETS[name])
+    model.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        inject_adapter_in_model(config, model)
+    for module in head.values():
+        module.requires_grad_(True)
+
+
 class _Stack(nn.Module):
     """Transformer layers [a, b) of one tenant, with the family's mask and position plumbing."""
 
@@ -278,13 +309,19 @@ def _parts(name: str, model: nn.Module):
 
 
 def build_tenant(name: str, size: str = "tiny", cut_layer: int = 1,
-                 pretrained: str | Path | None = None, seed: int = 0) -> SplitModel:
-    """Tenant `name`'s model split after `cut_layer` transformer layers (0 <= cut <= depth)."""
+                 pretrained: str | Path | None = None, seed: int = 0, lora_rank: int = 0,
+                 lora_alpha: float | None = None) -> SplitModel:
+    """Tenant `name`'s model split after `cut_layer` transformer layers (0 <= cut <= depth);
+    `lora_rank > 0`: LoRA adapters on both sides, base frozen, head trainable (`add_lora`)."""
     model = build_full_model(name, size, pretrained, seed)
     embed, layers, head, rotary = _parts(name, model)
     depth = len(layers)
     if not 0 <= cut_layer <= depth:
         raise ValueError(f"cut_layer {cut_layer} outside 0..{depth} for {name}/{size}")
+    if lora_rank < 0:
+        raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
+    if lora_rank:  # in place on the full model: both parts hold the same (wrapped) layers
+        add_lora(name, model, head, lora_rank, lora_alpha, seed)
     cfg = model.config
     device = DevicePart(name, embed, _Stack(name, cfg, list(layers[:cut_layer]), rotary))
     server = ServerPart(name, _Stack(name, cfg, list(layers[cut_layer:]), rotary), head)
