@@ -31,7 +31,11 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   signal check does) does not; the Ray ranks' 11k page faults/s (torchrun: 300/s) fall to 170/s
   with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, with no change in step time;
   `gc.freeze()` and pinning each rank to one core change nothing. `perf` shows the Ray rank
-  spending ~4% more of its time in the kernel (task switches, interrupt returns).
+  spending ~4% more of its time in the kernel (task switches, interrupt returns). Where it is:
+  20 gloo all-reduces of 64 KiB take 7-8 ms between torchrun ranks and 10-14 ms between Ray Train
+  workers, and also 11-13 ms between two plain Ray actors (own process group, on the actor's
+  main thread or another), while a pure matmul loop is not slower in Ray workers. So the cost is
+  in the latency of gloo's socket wake-ups inside a Ray worker process, not in Ray Train.
 - Interleaved. The arms alternate (A B, B A, A B, ...), each pair is a ratio, and the overhead is
   the median of the pair ratios, so a load change between pairs hits both arms of a pair alike.
 - Noise is shown. Each run prints the cores other processes kept busy while its ranks computed
