@@ -5,6 +5,7 @@ Carlo), while plain FedAvg over whoever showed up is biased toward devices with 
 """
 from __future__ import annotations
 
+import inspect
 import numpy as np
 import pytest
 import torch
@@ -54,9 +55,26 @@ def test_unbiased_aggregation_equals_full_participation_in_expectation_and_fedav
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
-def test_quickstart_runs_all_four_tenants_and_every_baseline_as_child_runs(workdir):
+def test_quickstart_runs_all_four_tenants_and_every_baseline_as_child_runs(workdir,
+                                                                            monkeypatch):
+    from workloads.prince import training
+
+    started: dict[str, list] = {}  # tenant -> the (device, server) weights each method began from
+    real = training.train_tenant
+
+    def recording(*args, **kwargs):
+        given = inspect.signature(real).bind(*args, **kwargs).arguments
+        started.setdefault(given["name"], []).append(given["initial"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_tenant", recording)
     assert main(["run", str(EXPERIMENTS / "quickstart.yaml"), *TINY,
                  "mlflow.experiment=prince-e2e"]) == 0
+    for tenant, inits in started.items():
+        first = inits[0]
+        assert all(all(torch.equal(side[k], first[i][k]) for i, side in enumerate(init)
+                       for k in side) for init in inits[1:]), \
+            f"{tenant}: every method starts from the same weights, not the last one's trained ones"
     client = MlflowClient(store())
     exp = client.get_experiment_by_name("prince-e2e")
     runs = client.search_runs([exp.experiment_id])
