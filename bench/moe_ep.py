@@ -1,15 +1,17 @@
 """Benchmark expert-parallel MoE tuning: Ray Train against plain torchrun, same loop, same model.
 
-    python3 bench/moe_ep.py                         # 4 interleaved pairs of 200 steps (3-6 min)
+    python3 bench/moe_ep.py                         # 4 interleaved sets of 200 steps (3-6 min)
     python3 bench/moe_ep.py --steps 60 --repeats 1  # a smoke test
     python3 bench/moe_ep.py --micro-batch 16 --seq 128 --steps 100  # a ~4x longer step
+    python3 bench/moe_ep.py --shared-group          # also Ray Train without own_scheduling_group
 
 Both sides run `orchestrator.train.run_expert_parallel` on 2 CPU ranks over gloo: a tiny
 Qwen3-MoE (8 experts, 4 per rank via DeepSpeed AutoEP), experts frozen, attention/router/embeddings
 trained. Under Ray Train each step also calls `ray.train.report` (a barrier across workers);
 under torchrun the report is a no-op. A step's time is forward + backward + optimizer step + report,
 timed inside the workers; checkpoint steps and the first warm-up steps are left out.
-Prints the median step time of each and the overhead ratio; target: Ray Train under 5% slower.
+Prints the median step time of each arm and its ratio to torchrun; target: Ray Train under 5%
+slower.
 
 Fair on a shared machine (a 2-core box where other jobs come and go):
 - Same OS priority. Ray starts its workers at nice 15 (RayConfig `worker_niceness`, env
@@ -19,28 +21,32 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   pairs gave Ray Train a median +26% (pairs -8% to +95%), and a bare matmul took ~2x its CPU time
   in wall time in any nice-15 rank (Ray's or torchrun's), ~1x at nice 0. At the same niceness,
   30 pairs under 0.4-1.3 cores of outside load: median +5% (pairs -35% to +62%).
-- What Ray itself costs: its daemons, the Train controller and its helper actors (placement-group
-  cleaner, synchronization, dataset manager, autoscaling coordinator, preemption watcher) keep
-  ~0.08 of a core busy and wake ~1800 times a second, doubling the ranks' involuntary context
-  switches. With a core idle that is free; when both cores are saturated it is ~5% of the ranks'
-  CPU, so expect +5-10% then.
-- The gap is per unit of work, not per step: `--micro-batch 16 --seq 128` (a ~115 ms step) gives
-  the same +8.5% as the default ~30 ms step on a quiet 2-core machine. What was ruled out there
-  (session 3, each tried side by side): an idle Ray cluster with 8 actors beside the torchrun
-  arm does not slow it; a Python thread waking every 10 ms in the torchrun ranks (as Ray's
-  signal check does) does not; the Ray ranks' 11k page faults/s (torchrun: 300/s) fall to 170/s
-  with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, with no change in step time;
-  `gc.freeze()` and pinning each rank to one core change nothing. `perf` shows the Ray rank
-  spending ~4% more of its time in the kernel (task switches, interrupt returns). Where it is:
-  20 gloo all-reduces of 64 KiB take 7-8 ms between torchrun ranks and 10-14 ms between Ray Train
-  workers, and also 11-13 ms between two plain Ray actors (own process group, on the actor's
-  main thread or another), while a pure matmul loop is not slower in Ray workers. So the cost is
-  in the latency of gloo's socket wake-ups inside a Ray worker process, not in Ray Train.
-- Interleaved. The arms alternate (A B, B A, A B, ...), each pair is a ratio, and the overhead is
-  the median of the pair ratios, so a load change between pairs hits both arms of a pair alike.
+- Scheduling groups (found in session 4). With Linux CFS autogroup on (the default of most
+  distributions), processes are scheduled fairly per session first. torchrun starts each rank in
+  a session of its own; a local Ray's workers all share the driver's session, with raylet, GCS
+  and the Train controller. Two plain processes running this loop in one session were 11% slower
+  than in two, without Ray. So the Ray Train loop now moves each rank to its own session first
+  (`orchestrator.runtime.own_scheduling_group`). `--shared-group` adds an arm without the move,
+  measured in the same interleaved sets: at the default ~35 ms step, 3 sets, Ray Train +4.8%
+  against +9.0% without the move (an earlier 4-set run of a scratch copy: +2.2% against +14.4%).
+- What is left is Ray's own CPU. The controller and its helper actors (placement-group cleaner,
+  synchronization, dataset manager, autoscaling coordinator, preemption watcher), raylet, GCS,
+  dashboard agent and log monitor keep ~0.12 of a core busy (each idle Ray worker ~1%: its main
+  thread checks signals every 10 ms, hard-coded in Ray). Ranks in lock step feel any CPU taken
+  from either: with `--micro-batch 16 --seq 128` (a ~125 ms step, both cores ~90% busy) the gap
+  stays +7-9% with or without the move, while two plain Ray actors running the same loop (no
+  Train controller or helpers) matched torchrun (0.98x, medians of 3 interleaved runs each). On a machine with a core to
+  spare beside the ranks, as on any GPU node, this cost is absorbed.
+- Ruled out in session 3, each tried side by side: an idle Ray cluster with 8 actors beside the
+  torchrun arm; a Python thread waking every 10 ms in the torchrun ranks; the Ray ranks' page
+  faults (11k/s, cut to 170/s with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, no
+  change); `gc.freeze()`; pinning each rank to one core.
+- Interleaved. Each set runs every arm once, a different arm leading each time; each set gives a
+  ratio per arm, and the overhead is the median of those, so a load change between sets hits
+  every arm of a set alike.
 - Noise is shown. Each run prints the cores other processes kept busy while its ranks computed
   ("other load": the machine's busy time less this benchmark's process tree, Ray's daemons
-  included); near 0 the ratio is Ray's own, and a pair where it differs a lot between the arms
+  included); near 0 the ratio is Ray's own, and a set where it differs a lot between the arms
   says little. (On a saturated machine it reads a little lower for Ray: its extras count as ours.)
 """
 from __future__ import annotations
@@ -221,13 +227,20 @@ class OtherLoad:
         return ours
 
 
+SHARED = "Ray shared grp"  # Ray Train with its ranks left in the session's scheduling group
+
+
 def timed_run(arm: str, job: ExpertParallelJob, tmp: str) -> Run:
     began = time.perf_counter()
     with OtherLoad() as load:
         if arm == "torchrun":
             metrics = under_torchrun(job, tmp)
         else:
-            metrics = under_ray_train(job, os.path.join(tmp, "ray"))
+            os.environ["ORCHESTRATOR_SHARED_AUTOGROUP"] = "1" if arm == SHARED else "0"
+            try:
+                metrics = under_ray_train(job, os.path.join(tmp, "ray"))
+            finally:
+                del os.environ["ORCHESTRATOR_SHARED_AUTOGROUP"]
     return Run(arm, metrics, time.perf_counter() - began, load.cores)
 
 
@@ -239,9 +252,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=4,
-                        help="interleaved torchrun/Ray Train pairs")
+                        help="interleaved sets of runs (one run per arm)")
     parser.add_argument("--micro-batch", type=int, default=MICRO_BATCH, help="sequences per rank")
     parser.add_argument("--seq", type=int, default=SEQ, help="tokens per sequence")
+    parser.add_argument("--shared-group", action="store_true",
+                        help="a third arm: Ray Train without moving its ranks to their own "
+                             "scheduling group (orchestrator.runtime.own_scheduling_group)")
     parser.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -249,45 +265,51 @@ def main() -> None:
     if args.steps < WARMUP + 2:
         parser.error(f"--steps must be at least {WARMUP + 2}: the first {WARMUP} are warm-up")
     job = make_job(args.steps, args.micro_batch, args.seq)
-    pairs: list[dict[str, Run]] = []
+    arms = ["torchrun", "Ray Train"] + ([SHARED] if args.shared_group else [])
+    sets: list[dict[str, Run]] = []
     for i in range(args.repeats):
-        order = ("torchrun", "Ray Train") if i % 2 == 0 else ("Ray Train", "torchrun")
-        pair = {}
+        order = arms[i % len(arms):] + arms[:i % len(arms)]  # each arm leads in turn
+        runs = {}
         for arm in order:
             with tempfile.TemporaryDirectory() as tmp:
-                pair[arm] = timed_run(arm, job, tmp)
-        pairs.append(pair)
-    report(pairs)
+                runs[arm] = timed_run(arm, job, tmp)
+        sets.append(runs)
+    report(sets, arms)
 
 
-def report(pairs: list[dict[str, Run]]) -> None:
-    timed = len(pairs[0]["torchrun"].metrics["step_seconds"]) - WARMUP
+def report(sets: list[dict[str, Run]], arms: list[str]) -> None:
+    timed = len(sets[0]["torchrun"].metrics["step_seconds"]) - WARMUP
     print(f"expert-parallel Qwen3-MoE, {WORKERS} CPU ranks, gloo, {timed} timed steps per run, "
-          f"{len(pairs)} interleaved pairs, both arms at nice {RAY_WORKER_NICE}")
-    print("  pair  first      torchrun ms  Ray Train ms  ratio   other load (cores) torchrun / Ray")
-    for i, pair in enumerate(pairs, 1):
-        base, ours = (median_step(pair[a].metrics) for a in ("torchrun", "Ray Train"))
-        print(f"  {i:<4}  {next(iter(pair)):<9}  {base * 1e3:11.1f}  {ours * 1e3:12.1f}"
-              f"  {ours / base:5.3f}   {pair['torchrun'].other_load:.2f} / "
-              f"{pair['Ray Train'].other_load:.2f}")
-    for arm in ("torchrun", "Ray Train"):
-        runs = [p[arm] for p in pairs]
+          f"{len(sets)} interleaved sets, every arm at nice {RAY_WORKER_NICE}")
+    others = arms[1:]
+    print("  set  first           " + "".join(f"{a + ' ms':>19}" for a in arms)
+          + "".join(f"{'ratio ' + a:>21}" for a in others) + "   other load (cores)")
+    for i, runs in enumerate(sets, 1):
+        steps = {a: median_step(runs[a].metrics) for a in arms}
+        print(f"  {i:<3}  {next(iter(runs)):<14}  "
+              + "".join(f"{steps[a] * 1e3:19.1f}" for a in arms)
+              + "".join(f"{steps[a] / steps['torchrun']:21.3f}" for a in others)
+              + "   " + " / ".join(f"{runs[a].other_load:.2f}" for a in arms))
+    for arm in arms:
+        runs = [s[arm] for s in sets]
         medians = [median_step(r.metrics) for r in runs]
         mean = statistics.median(mean_step(r.metrics) for r in runs)
-        print(f"  {arm:<9}  median step {statistics.median(medians) * 1e3:6.1f} ms"
+        print(f"  {arm:<14}  median step {statistics.median(medians) * 1e3:6.1f} ms"
               f" (runs {spread(medians, 1e3)})  mean {mean * 1e3:6.1f} ms  (whole run incl."
               f" start-up {statistics.median(r.wall_s for r in runs):5.1f} s)")
 
-    def ratios(stat) -> list[float]:
-        return [stat(p["Ray Train"].metrics) / stat(p["torchrun"].metrics) for p in pairs]
+    def ratios(arm, stat) -> list[float]:
+        return [stat(s[arm].metrics) / stat(s["torchrun"].metrics) for s in sets]
 
-    ratio = statistics.median(ratios(median_step))
-    print(f"  overhead ratio (median of the pairs' ratios of medians) {ratio:.3f}"
-          f"  ({(ratio - 1) * 100:+.1f}%; pairs {spread(ratios(median_step), fmt='{:.3f}')};"
-          f" target < +5%)   means {statistics.median(ratios(mean_step)):.3f}")
-    last = pairs[-1]
-    print(f"  final loss torchrun {last['torchrun'].metrics['loss']:.4f}  Ray Train "
-          f"{last['Ray Train'].metrics['loss']:.4f}  experts by rank "
+    for arm in others:
+        ratio = statistics.median(ratios(arm, median_step))
+        target = "; target < +5%" if arm == "Ray Train" else ""
+        print(f"  overhead {arm} (median of the sets' ratios of medians) {ratio:.3f}"
+              f"  ({(ratio - 1) * 100:+.1f}%; sets {spread(ratios(arm, median_step), fmt='{:.3f}')}"
+              f"{target})   means {statistics.median(ratios(arm, mean_step)):.3f}")
+    last = sets[-1]
+    print("  final loss " + "  ".join(f"{a} {last[a].metrics['loss']:.4f}" for a in arms)
+          + f"  experts by rank "
           f"{next(iter(last['Ray Train'].metrics['experts_by_rank'].values()))}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from orchestrator.config import RayConfig
@@ -111,3 +112,36 @@ def torch_device():
 
     on_gpu = ray.is_initialized() and bool(ray.get_gpu_ids()) and torch.cuda.is_available()
     return torch.device("cuda" if on_gpu else "cpu")
+
+
+def own_scheduling_group() -> bool:
+    """Put this worker process in its own Linux scheduling autogroup, as torchrun does per rank.
+
+    With CFS autogroup on (`/proc/sys/kernel/sched_autogroup_enabled`, the default of most
+    distributions), every process of one session shares one scheduling group: a local Ray's
+    workers share it with the driver, raylet and GCS. torchrun starts each rank in a new session,
+    hence its own group. Ranks that wait on each other's gloo messages lose to this: the same
+    expert-parallel loop, launched as two plain processes, ran 11% slower in one session than in
+    two (bench/moe_ep.py's loop, 4 interleaved runs). A Ray worker leads its own process group, so
+    it cannot `setsid()` at once; it first joins its parent's group (same session, allowed), then
+    starts the session, which makes it group leader again (pgid == pid), so Ray's process-group
+    clean-up still reaches it and its children. Returns whether the process moved; a no-op where
+    autogroup is off, in containers' own cgroups (autogroup applies only to the root group),
+    where the kernel refuses, or with ORCHESTRATOR_SHARED_AUTOGROUP=1 (bench/moe_ep.py's
+    `--shared-group` arm, to measure the difference).
+    """
+    if os.environ.get("ORCHESTRATOR_SHARED_AUTOGROUP") == "1":
+        return False
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return False
+        if os.getsid(0) == os.getpid():
+            return False  # already a session leader
+        before = Path("/proc/self/autogroup").read_text().split()[0]
+        if os.getpgid(0) == os.getpid():
+            os.setpgid(0, os.getpgid(os.getppid()))
+        os.setsid()
+    except OSError as err:
+        log.debug("kept the shared scheduling group: %s", err)
+        return False
+    return Path("/proc/self/autogroup").read_text().split()[0] != before

@@ -353,6 +353,9 @@ def expert_parallel_train_loop(config: dict) -> None:
     import ray.train
     import torch.distributed as dist
 
+    from orchestrator.runtime import own_scheduling_group
+
+    own_scheduling_group()  # ranks wait on each other: schedule each as torchrun would
     deepspeed.init_distributed(dist_backend=dist.get_backend())  # wraps Ray Train's group
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,29 @@ def test_a_run_with_ray_address_joins_that_cluster_instead_of_starting_one(local
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"joining the Ray cluster at {address}" in out.stderr
     assert len(ray.nodes()) == 1, "no second Ray node may appear"
+
+
+AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+@pytest.mark.skipif(not AUTOGROUP.exists() or AUTOGROUP.read_text().strip() != "1",
+                    reason="Linux CFS autogroup is off here: nothing to move")
+def test_a_ray_worker_moves_to_its_own_scheduling_group_and_stays_its_own_group_leader(local_ray):
+    """As torchrun gives each rank a session of its own; Ray's clean-up kills by pgid == pid."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def move():
+        from orchestrator.runtime import own_scheduling_group
+
+        group = lambda: Path("/proc/self/autogroup").read_text().split()[0]  # noqa: E731
+        before, moved = group(), own_scheduling_group()
+        return {"before": before, "after": group(), "moved": moved, "again": own_scheduling_group(),
+                "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0)}
+
+    seen = ray.get(move.remote())
+    driver_group = Path("/proc/self/autogroup").read_text().split()[0]
+    assert seen["before"] == driver_group, "a local Ray's workers start in the driver's group"
+    assert seen["moved"] and seen["after"] != driver_group
+    assert seen["pid"] == seen["pgid"] == seen["sid"]
+    assert seen["again"] is False, "a session leader stays where it is"
