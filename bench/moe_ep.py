@@ -27,8 +27,9 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   and the Train controller. Two plain processes running this loop in one session were 11% slower
   than in two, without Ray. So the Ray Train loop now moves each rank to its own session first
   (`orchestrator.runtime.own_scheduling_group`). `--shared-group` adds an arm without the move,
-  measured in the same interleaved sets: at the default ~35 ms step, 3 sets, Ray Train +4.8%
-  against +9.0% without the move (an earlier 4-set run of a scratch copy: +2.2% against +14.4%).
+  measured in the same interleaved sets. At the default ~37 ms step, 4 sets of 200 steps: Ray
+  Train +4.8% (sets -4.1% to +11.2%, means +5.5%) against +14.1% without the move; 3 sets of
+  150 steps: +4.8% against +9.0%; a scratch copy, 4 sets: +2.2% against +14.4%.
 - What is left is Ray's own CPU. The controller and its helper actors (placement-group cleaner,
   synchronization, dataset manager, autoscaling coordinator, preemption watcher), raylet, GCS,
   dashboard agent and log monitor keep ~0.12 of a core busy (each idle Ray worker ~1%: its main
