@@ -25,8 +25,8 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   distributions), processes are scheduled fairly per session first. torchrun starts each rank in
   a session of its own; a local Ray's workers all share the driver's session, with raylet, GCS
   and the Train controller. Two plain processes running this loop in one session were 11% slower
-  than in two, without Ray (a scratch launcher, not kept here). So the Ray Train loop now moves each rank to its own session first
-  (`orchestrator.runtime.own_scheduling_group`). `--shared-group` adds an arm without the move,
+  than in two, without Ray (a scratch launcher, not kept here). So the Ray Train loop now moves
+  each rank to its own session first (`orchestrator.runtime.own_scheduling_group`). `--shared-group` adds an arm without the move,
   measured in the same interleaved sets. At the default ~37 ms step, 4 sets of 200 steps: Ray
   Train +4.8% (sets -4.1% to +11.2%, means +5.5%) against +14.1% without the move; 3 sets of
   150 steps: +4.8% against +9.0%.
@@ -37,8 +37,8 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   from either: with `--micro-batch 16 --seq 128` (a ~125 ms step, both cores ~90% busy) the gap
   stays +7-9% with or without the move, while two plain Ray actors running the same loop (no
   Train controller or helpers; a scratch launcher, not kept here) matched torchrun (0.98x,
-  medians of 3 interleaved runs each). On a machine with a core to
-  spare beside the ranks, as on any GPU node, this cost is absorbed.
+  medians of 3 interleaved runs each). On a machine with a core to spare beside the ranks, as
+  on any GPU node, this cost is absorbed.
 - Ruled out in session 3, each tried side by side: an idle Ray cluster with 8 actors beside the
   torchrun arm; a Python thread waking every 10 ms in the torchrun ranks; the Ray ranks' page
   faults (11k/s, cut to 170/s with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, no
