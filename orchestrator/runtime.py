@@ -132,16 +132,28 @@ def own_scheduling_group() -> bool:
     """
     if os.environ.get("ORCHESTRATOR_SHARED_AUTOGROUP") == "1":
         return False
+    before = scheduling_autogroup()
+    if before is None or os.getsid(0) == os.getpid():
+        return False  # autogroup off or hidden (e.g. gVisor), or already a session leader
     try:
-        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
-            return False
-        if os.getsid(0) == os.getpid():
-            return False  # already a session leader
-        before = Path("/proc/self/autogroup").read_text().split()[0]
         if os.getpgid(0) == os.getpid():
             os.setpgid(0, os.getpgid(os.getppid()))
         os.setsid()
     except OSError as err:
         log.debug("kept the shared scheduling group: %s", err)
         return False
-    return Path("/proc/self/autogroup").read_text().split()[0] != before
+    return scheduling_autogroup() not in (None, before)
+
+
+def scheduling_autogroup() -> str | None:
+    """This process's CFS autogroup ("/autogroup-42"), or None where autogroup is off or unreadable.
+
+    Sandboxed kernels (gVisor, as on CI) show the sysctl as on but `/proc/self/autogroup` empty.
+    """
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        fields = Path("/proc/self/autogroup").read_text().split()
+    except OSError:
+        return None
+    return fields[0] if fields and fields[0].startswith("/autogroup-") else None

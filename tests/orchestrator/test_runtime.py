@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from orchestrator.config import RayConfig, flatten
-from orchestrator.runtime import parallel_map, resolve_address
+import orchestrator.runtime as runtime
+from orchestrator.runtime import own_scheduling_group, parallel_map, resolve_address, scheduling_autogroup
 from tests.conftest import QUICKSTART, REPO
 
 
@@ -42,27 +42,35 @@ def test_a_run_with_ray_address_joins_that_cluster_instead_of_starting_one(local
     assert len(ray.nodes()) == 1, "no second Ray node may appear"
 
 
-AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-
-@pytest.mark.skipif(not AUTOGROUP.exists() or AUTOGROUP.read_text().strip() != "1",
-                    reason="Linux CFS autogroup is off here: nothing to move")
+@pytest.mark.skipif(scheduling_autogroup() is None,
+                    reason="Linux CFS autogroup is off or hidden here (gVisor): nothing to move")
 def test_a_ray_worker_moves_to_its_own_scheduling_group_and_stays_its_own_group_leader(local_ray):
     """As torchrun gives each rank a session of its own; Ray's clean-up kills by pgid == pid."""
     import ray
 
     @ray.remote(num_cpus=0)
     def move():
-        from orchestrator.runtime import own_scheduling_group
+        from orchestrator.runtime import own_scheduling_group, scheduling_autogroup
 
-        group = lambda: Path("/proc/self/autogroup").read_text().split()[0]  # noqa: E731
-        before, moved = group(), own_scheduling_group()
-        return {"before": before, "after": group(), "moved": moved, "again": own_scheduling_group(),
+        before, moved = scheduling_autogroup(), own_scheduling_group()
+        return {"before": before, "after": scheduling_autogroup(), "moved": moved,
+                "again": own_scheduling_group(),
                 "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0)}
 
     seen = ray.get(move.remote())
-    driver_group = Path("/proc/self/autogroup").read_text().split()[0]
+    driver_group = scheduling_autogroup()
     assert seen["before"] == driver_group, "a local Ray's workers start in the driver's group"
     assert seen["moved"] and seen["after"] != driver_group
     assert seen["pid"] == seen["pgid"] == seen["sid"]
     assert seen["again"] is False, "a session leader stays where it is"
+
+
+@pytest.mark.parametrize("proc_text", ["", "\n", "garbage"])
+def test_where_the_kernel_hides_autogroups_the_move_is_a_no_op(monkeypatch, proc_text):
+    """gVisor (CI) reports the autogroup sysctl on but shows an empty /proc/self/autogroup."""
+    shown = {"/proc/sys/kernel/sched_autogroup_enabled": "1\n", "/proc/self/autogroup": proc_text}
+    monkeypatch.setattr(runtime.Path, "read_text", lambda self, *a, **k: shown[str(self)])
+    session = os.getsid(0)
+    assert scheduling_autogroup() is None
+    assert own_scheduling_group() is False
+    assert os.getsid(0) == session, "nothing may move when the group cannot be seen"
