@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orchestrator.cli import main as cli  # noqa: E402
-from orchestrator.config import load_experiment  # noqa: E402
+from orchestrator.config import RayConfig, load_experiment  # noqa: E402
+from orchestrator.runtime import start_local_ray  # noqa: E402
 from workloads.aeria.market import generate_market  # noqa: E402
 from workloads.aeria.mechanisms import aeria, run_mechanism  # noqa: E402
 from workloads.aeria.profiles import load_profiles  # noqa: E402
@@ -106,8 +107,7 @@ def main() -> None:
     naive_samples = 4 if args.quick else 20
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+        start_local_ray(RayConfig(num_cpus=os.cpu_count()))  # as `python3 -m orchestrator run` does
         batched = time_sweep(samples, batch, "batched")
         naive = time_sweep(naive_samples, 1, "naive")
         ray.shutdown()

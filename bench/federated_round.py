@@ -35,8 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from orchestrator.config import RayConfig  # noqa: E402
 from orchestrator.federated.pool import DevicePool, WeightedSum, run_devices  # noqa: E402
 from orchestrator.federated.reference import MlpTask, initial_state, make_program  # noqa: E402
+from orchestrator.runtime import start_local_ray  # noqa: E402
 
 
 def median_round_seconds(fn, rounds: int = 3) -> float:
@@ -130,8 +132,7 @@ def main() -> None:
     sizes = [20, 100] if args.quick else [20, 100, 1000]
     task = MlpTask(num_devices=max(sizes))
     state, reducer = initial_state(task), WeightedSum()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    start_local_ray(RayConfig(num_cpus=os.cpu_count()))  # as `python3 -m orchestrator run` does
     pool = DevicePool(lambda: make_program(task))
     actor_pids = ray.get([a.pid.remote() for a in pool.actors])
     program = make_program(task)

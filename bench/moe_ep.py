@@ -7,9 +7,10 @@
 
 Both sides run `orchestrator.train.run_expert_parallel` on 2 CPU ranks over gloo: a tiny
 Qwen3-MoE (8 experts, 4 per rank via DeepSpeed AutoEP), experts frozen, attention/router/embeddings
-trained. Under Ray Train each step also calls `ray.train.report` (a barrier across workers);
-under torchrun the report is a no-op. A step's time is forward + backward + optimizer step + report,
-timed inside the workers; checkpoint steps and the first warm-up steps are left out.
+trained. Under Ray Train the loop calls `ray.train.report` on every rank once every 2 s (rank 0
+decides; `ExpertParallelJob.report_interval_s`), as in production runs; under torchrun the report
+is a no-op. A step's time is forward + backward + optimizer step (+ that report), timed inside the
+workers; checkpoint steps and the first warm-up steps are left out.
 Prints the median step time of each arm and its ratio to torchrun; target: Ray Train under 5%
 slower.
 
@@ -26,10 +27,12 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   a session of its own; a local Ray's workers all share the driver's session, with raylet, GCS
   and the Train controller. Two plain processes running this loop in one session were 11% slower
   than in two, without Ray (a scratch launcher, not kept here). So the Ray Train loop now moves
-  each rank to its own session first (`orchestrator.runtime.own_scheduling_group`). `--shared-group` adds an arm without the move,
-  measured in the same interleaved sets. At the default ~37 ms step, 4 sets of 200 steps: Ray
-  Train +4.8% (sets -4.1% to +11.2%, means +5.5%) against +14.1% without the move; 3 sets of
-  150 steps: +4.8% against +9.0%.
+  each rank to its own session first (`orchestrator.runtime.own_scheduling_group`).
+  `--shared-group` adds an arm without the move, measured in the same interleaved sets. At the
+  default ~37 ms step, 4 sets of 200 steps: Ray Train +4.8% (sets -4.1% to +11.2%, means
+  +5.5%) against +14.1% without the move; 3 sets of 150 steps: +4.8% against +9.0%. The next
+  session, same command: +11.1% against +14.0% (torchrun's own median 39.1 ms that day, 36.9
+  before): the < 5% target is not met reliably on this machine.
 - What is left is Ray's own CPU. The controller and its helper actors (placement-group cleaner,
   synchronization, dataset manager, autoscaling coordinator, preemption watcher), raylet, GCS,
   dashboard agent and log monitor keep ~0.12 of a core busy (each idle Ray worker ~1%: its main
@@ -38,7 +41,12 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   stays +7-9% with or without the move, while two plain Ray actors running the same loop (no
   Train controller or helpers; a scratch launcher, not kept here) matched torchrun (0.98x,
   medians of 3 interleaved runs each). On a machine with a core to spare beside the ranks, as
-  on any GPU node, this cost is absorbed.
+  on any GPU node, this cost should be absorbed (not verified: no GPU node was lent).
+- Tried in session 5 and dropped (no gain beyond the noise): starting the local Ray under
+  SCHED_BATCH, so that its ~1,500 wakeups a second (raylet, GCS, the Train actors' 10 ms signal
+  checks) stop preempting the ranks, with the ranks back on SCHED_OTHER: 8 interleaved sets gave
+  +9.7% against +12.1% for Ray's defaults, but set by set the two arms were even (median 1.00);
+  turning off Ray Train's PreemptionWatcher (one of its six helper actors) changed nothing.
 - Ruled out in session 3, each tried side by side: an idle Ray cluster with 8 actors beside the
   torchrun arm; a Python thread waking every 10 ms in the torchrun ranks; the Ray ranks' page
   faults (11k/s, cut to 170/s with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, no
@@ -68,6 +76,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from orchestrator.config import RayConfig  # noqa: E402
+from orchestrator.runtime import start_local_ray  # noqa: E402
 from orchestrator.train import (ExpertParallelJob, deepspeed_config,  # noqa: E402
                                 expert_parallel_train_loop, run_distributed, run_expert_parallel)
 
@@ -106,7 +116,7 @@ def mean_step(metrics: dict) -> float:
 def under_ray_train(job: ExpertParallelJob, storage: str) -> dict:
     import ray
 
-    ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    start_local_ray(RayConfig(num_cpus=WORKERS))  # as `python3 -m orchestrator run` starts it
     try:
         result = run_distributed(expert_parallel_train_loop, {"job": job}, WORKERS, False,
                                  storage, "bench-moe-ep", max_failures=0)

@@ -44,13 +44,20 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, **common)
     elif not _join_running_local_ray(common):
-        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
-                 include_dashboard=cfg.include_dashboard, dashboard_host=cfg.dashboard_host,
-                 **common)
+        start_local_ray(cfg)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def start_local_ray(cfg: RayConfig) -> None:
+    """Start a Ray on this machine, as `run` does; tests and benchmarks start theirs here too."""
+    import ray
+
+    ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=cfg.include_dashboard,
+             dashboard_host=cfg.dashboard_host, logging_level=logging.ERROR,
+             log_to_driver=cfg.log_to_driver)
 
 
 def _join_running_local_ray(common: dict) -> bool:

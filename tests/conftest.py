@@ -55,10 +55,11 @@ def local_ray():
     """One 2-CPU local Ray for every end-to-end test (the CLI reuses an initialised Ray)."""
     import ray
 
-    from orchestrator.runtime import QUIET_ENV
+    from orchestrator.config import RayConfig
+    from orchestrator.runtime import QUIET_ENV, start_local_ray
 
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    start_local_ray(RayConfig(num_cpus=2))
     yield
     ray.shutdown()
