@@ -129,12 +129,13 @@ def own_scheduling_group() -> bool:
     workers share it with the driver, raylet and GCS. torchrun starts each rank in a new session,
     hence its own group. Ranks that wait on each other's gloo messages lose to this:
     `python3 bench/moe_ep.py --shared-group` measured Ray Train +4.8% over torchrun with this
-    move and +14.1% without it (4 interleaved sets, 2 cores). A Ray worker leads its own process group, so
-    it cannot `setsid()` at once; it first joins its parent's group (same session, allowed), then
-    starts the session, which makes it group leader again (pgid == pid), so Ray's process-group
-    clean-up still reaches it and its children. Returns whether the process moved; a no-op where
-    autogroup is off, in containers' own cgroups (autogroup applies only to the root group),
-    where the kernel refuses, or with ORCHESTRATOR_SHARED_AUTOGROUP=1 (bench/moe_ep.py's
+    move and +14.1% without it (4 interleaved sets, 2 cores); on a later day +11.1% and +14.0%.
+    A Ray worker leads its own process group, so it cannot `setsid()` at once; it first joins its
+    parent's group (same session, allowed), then starts the session, which makes it group leader
+    again (pgid == pid), so Ray's process-group clean-up still reaches it and its children.
+    Returns whether the process moved; a no-op where autogroup is off or hidden (gVisor), in
+    containers' own cgroups (autogroup applies only to the root group), where the kernel
+    refuses, or with ORCHESTRATOR_SHARED_AUTOGROUP=1 (bench/moe_ep.py's
     `--shared-group` arm, to measure the difference).
     """
     if os.environ.get("ORCHESTRATOR_SHARED_AUTOGROUP") == "1":
