@@ -9,7 +9,8 @@ import pytest
 
 from orchestrator.config import RayConfig, flatten
 import orchestrator.runtime as runtime
-from orchestrator.runtime import own_scheduling_group, parallel_map, resolve_address, scheduling_autogroup
+from orchestrator.runtime import (own_scheduling_group, parallel_map, resolve_address,
+                                  scheduling_autogroup)
 from tests.conftest import QUICKSTART, REPO
 
 
