@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from orchestrator.config import RayConfig, flatten
-import orchestrator.runtime as runtime
 from orchestrator.runtime import (own_scheduling_group, parallel_map, resolve_address,
                                   scheduling_autogroup)
 from tests.conftest import QUICKSTART, REPO
@@ -66,12 +65,28 @@ def test_a_ray_worker_moves_to_its_own_scheduling_group_and_stays_its_own_group_
     assert seen["again"] is False, "a session leader stays where it is"
 
 
+HIDDEN_AUTOGROUP = """
+import os, pathlib, sys
+from orchestrator import runtime
+shown = {"/proc/sys/kernel/sched_autogroup_enabled": "1\\n", "/proc/self/autogroup": sys.argv[1]}
+real = pathlib.Path.read_text
+def read_text(self, *args, **kwargs):
+    return shown[str(self)] if str(self) in shown else real(self, *args, **kwargs)
+pathlib.Path.read_text = read_text
+before = os.getsid(0)
+assert before != os.getpid(), "the probe must not lead a session already"
+print(runtime.scheduling_autogroup(), runtime.own_scheduling_group(), os.getsid(0) == before)
+"""
+
+
 @pytest.mark.parametrize("proc_text", ["", "\n", "garbage"])
-def test_where_the_kernel_hides_autogroups_the_move_is_a_no_op(monkeypatch, proc_text):
-    """gVisor (CI) reports the autogroup sysctl on but shows an empty /proc/self/autogroup."""
-    shown = {"/proc/sys/kernel/sched_autogroup_enabled": "1\n", "/proc/self/autogroup": proc_text}
-    monkeypatch.setattr(runtime.Path, "read_text", lambda self, *a, **k: shown[str(self)])
-    session = os.getsid(0)
-    assert scheduling_autogroup() is None
-    assert own_scheduling_group() is False
-    assert os.getsid(0) == session, "nothing may move when the group cannot be seen"
+def test_where_the_kernel_hides_autogroups_the_move_is_a_no_op(proc_text):
+    """gVisor (CI) reports the autogroup sysctl on but shows an empty /proc/self/autogroup.
+
+    Run in a child process: it is never a session leader, so only the hidden group can stop the
+    move (and a move that did happen would not touch pytest's own session).
+    """
+    out = subprocess.run([sys.executable, "-c", HIDDEN_AUTOGROUP, proc_text], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["None", "False", "True"], "nothing may move when unseen"
