@@ -64,6 +64,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -260,6 +261,16 @@ def spread(values: list[float], scale: float = 1.0, fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(min(values) * scale)}-{fmt.format(max(values) * scale)}"
 
 
+def median_interval(values: list[float], draws: int = 10_000) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval for the median of the sets' ratios (seeded).
+
+    Sets are the unit that is independent: a load change on the machine moves whole sets.
+    """
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return meds[int(0.025 * draws)], meds[int(0.975 * draws) - 1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -315,9 +326,11 @@ def report(sets: list[dict[str, Run]], arms: list[str]) -> None:
 
     for arm in others:
         ratio = statistics.median(ratios(arm, median_step))
+        low, high = median_interval(ratios(arm, median_step))
         target = "; target < +5%" if arm == "Ray Train" else ""
         print(f"  overhead {arm} (median of the sets' ratios of medians) {ratio:.3f}"
-              f"  ({(ratio - 1) * 100:+.1f}%; sets {spread(ratios(arm, median_step), fmt='{:.3f}')}"
+              f"  ({(ratio - 1) * 100:+.1f}%, 95% interval {(low - 1) * 100:+.1f}% to"
+              f" {(high - 1) * 100:+.1f}%; sets {spread(ratios(arm, median_step), fmt='{:.3f}')}"
               f"{target})   means {statistics.median(ratios(arm, mean_step)):.3f}")
     last = sets[-1]
     print("  final loss " + "  ".join(f"{a} {last[a].metrics['loss']:.4f}" for a in arms)
