@@ -11,8 +11,8 @@ trained. Under Ray Train the loop calls `ray.train.report` on every rank once ev
 decides; `ExpertParallelJob.report_interval_s`), as in production runs; under torchrun the report
 is a no-op. A step's time is forward + backward + optimizer step (+ that report), timed inside the
 workers; checkpoint steps and the first warm-up steps are left out.
-Prints the median step time of each arm and its ratio to torchrun; target: Ray Train under 5%
-slower.
+Prints the median step time of each arm and its ratio to torchrun, with a 95% bootstrap interval
+over the sets; target: Ray Train under 5% slower.
 
 Fair on a shared machine (a 2-core box where other jobs come and go):
 - Same OS priority. Ray starts its workers at nice 15 (RayConfig `worker_niceness`, env
@@ -32,7 +32,10 @@ Fair on a shared machine (a 2-core box where other jobs come and go):
   default ~37 ms step, 4 sets of 200 steps: Ray Train +4.8% (sets -4.1% to +11.2%, means
   +5.5%) against +14.1% without the move; 3 sets of 150 steps: +4.8% against +9.0%. The next
   session, same command: +11.1% against +14.0% (torchrun's own median 39.1 ms that day, 36.9
-  before): the < 5% target is not met reliably on this machine.
+  before): the < 5% target is not met reliably on this machine. Session 6, a fresh clone, torchrun
+  at 28 ms: `--repeats 30` gave +2.0% (95% interval +0.6% to +4.6%, sets -4.5% to +9.6%),
+  `--repeats 10` +3.2% (interval -0.6% to +8.2%): on a quiet day the target holds; on a slow one
+  (torchrun at 37-39 ms) this machine gave +5% to +11%.
 - What is left is Ray's own CPU. The controller and its helper actors (placement-group cleaner,
   synchronization, dataset manager, autoscaling coordinator, preemption watcher), raylet, GCS,
   dashboard agent and log monitor keep ~0.12 of a core busy (each idle Ray worker ~1%: its main
