@@ -170,6 +170,7 @@ class ExpertParallelModel:
 
     def train_step(self, tokens):
         """One forward/backward/step on this rank's micro-batch; this rank's loss (a tensor)."""
+        tokens = tokens.to(self.engine.device)  # DeepSpeed moved the model, not the batches
         out = self.engine(input_ids=tokens, labels=tokens)
         self.engine.backward(out.loss)
         self.engine.step()
@@ -180,6 +181,7 @@ class ExpertParallelModel:
         import torch
 
         self.engine.eval()
+        tokens = tokens.to(self.engine.device)
         with torch.no_grad():
             loss = self.engine(input_ids=tokens, labels=tokens).loss
         self.engine.train()
@@ -275,7 +277,10 @@ def _mean_over_ranks(*values) -> float | list[float]:
     import torch
     import torch.distributed as dist
 
-    packed = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach() for v in values])
+    # on the losses' device: NCCL reduces only CUDA tensors, and stack refuses to mix devices
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    packed = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).detach()
+                          for v in values])
     dist.all_reduce(packed)
     means = (packed / dist.get_world_size()).tolist()
     return means[0] if len(means) == 1 else means

@@ -9,16 +9,25 @@ import numpy as np
 from orchestrator.federated.population import Population
 
 
-def tensor_bytes(obj: Any) -> int:
-    """Bytes of every tensor / array inside `obj` (dicts, lists, tuples nest)."""
+def tensor_bytes(obj: Any, _seen: set | None = None) -> int:
+    """Bytes of every tensor / array inside `obj` (dicts, lists, tuples nest), each tensor once.
+
+    A tensor that appears under two keys (tied weights: an LM head that is the embedding) crosses
+    the wire once, as `torch.save` stores it once.
+    """
+    seen = set() if _seen is None else _seen
     if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
+        key = (obj.data_ptr(), obj.nelement(), obj.dtype)
+        if obj.nelement() and key in seen:
+            return 0
+        seen.add(key)
         return int(obj.element_size() * obj.nelement())
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
     if isinstance(obj, Mapping):
-        return sum(tensor_bytes(v) for v in obj.values())
+        return sum(tensor_bytes(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
+        return sum(tensor_bytes(v, seen) for v in obj)
     return 0
 
 

@@ -30,8 +30,12 @@ class Checkpointer:
     def latest(self) -> Optional[dict]:
         import torch
 
-        files = sorted(self.dir.glob("round_*.pt"))
+        files = self._by_round()
         return torch.load(files[-1], weights_only=True) if files else None
+
+    def _by_round(self) -> list[Path]:
+        """Oldest first, by the round number (text order puts round_10000 before round_9999)."""
+        return sorted(self.dir.glob("round_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
     def save(self, round_idx: int, payload: dict) -> None:
         import torch
@@ -40,7 +44,7 @@ class Checkpointer:
         tmp = path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)  # a kill mid-write never leaves a torn checkpoint
-        for old in sorted(self.dir.glob("round_*.pt"))[:-self.keep]:
+        for old in self._by_round()[:-self.keep]:
             old.unlink()
 
 

@@ -14,16 +14,24 @@ effects on other actors (an edge server's per-device copy), do not survive or ge
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from orchestrator.federated.comm import DeviceReport, tensor_bytes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class DeviceUpdate:
-    """A device's contribution: `update` (tensors) with aggregation `weight`, and its cost."""
+    """A device's contribution: `update` (tensors) with aggregation `weight`, and its cost.
+
+    `bytes_up` / `bytes_down` are what crossed the network when the program knows better than the
+    tensors it hands back (FedJETS downloads a compact model, not the global one; bf16 on the
+    wire): None measures `update` and the global state.
+    """
 
     update: dict
     weight: float
@@ -31,6 +39,8 @@ class DeviceUpdate:
     flops: float
     metrics: dict
     device: int = -1  # filled in by the engine
+    bytes_up: Optional[int] = None
+    bytes_down: Optional[int] = None
 
 
 class DeviceProgram(Protocol):
@@ -70,8 +80,10 @@ class Collect:
     def partial(self, updates: Sequence[DeviceUpdate]) -> list[DeviceUpdate]:
         return list(updates)
 
-    def combine(self, partials: Sequence[list[DeviceUpdate]]) -> list[DeviceUpdate]:
-        return sorted((u for part in partials for u in part), key=lambda u: u.device)
+    def combine(self, partials: Sequence[list[DeviceUpdate]]) -> list[DeviceUpdate] | None:
+        """None when no device took part (the round loop then keeps the state)."""
+        updates = sorted((u for part in partials for u in part), key=lambda u: u.device)
+        return updates or None
 
 
 def run_devices(program: DeviceProgram, devices: Sequence[int], global_state: dict,
@@ -83,8 +95,9 @@ def run_devices(program: DeviceProgram, devices: Sequence[int], global_state: di
         u = program.train(int(d), global_state, round_idx, seed)
         u.device = int(d)
         updates.append(u)
-        reports.append(DeviceReport(int(d), tensor_bytes(u.update), down, u.flops,
-                                    u.num_samples, u.metrics))
+        up = tensor_bytes(u.update) if u.bytes_up is None else u.bytes_up
+        reports.append(DeviceReport(int(d), up, down if u.bytes_down is None else u.bytes_down,
+                                    u.flops, u.num_samples, u.metrics))
     return reducer.partial(updates), reports
 
 
@@ -105,13 +118,23 @@ class _DeviceActor:
 
 
 def default_num_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
-    """As many actors as the cluster's CPUs (and GPUs, if actors take them) allow."""
+    """As many actors as the cluster's CPUs (and GPUs, if actors take them) allow, less what the
+    calling task holds: inside a Tune trial, a pool sized to the whole cluster would wait forever
+    for the trial's own CPU. From the cluster's totals, not what is free right now, so K (and the
+    device -> actor map) is the same on every run and resume."""
     import ray
 
+    ctx = ray.get_runtime_context()
+    held = ctx.get_assigned_resources() if ctx.worker.mode == ray.WORKER_MODE else {}  # driver: {}
     res = ray.cluster_resources()
-    k = math.floor(res.get("CPU", 1) / cpus_per_actor)
+    k = math.floor((res.get("CPU", 1) - held.get("CPU", 0)) / cpus_per_actor)
     if gpus_per_actor > 0:
-        k = min(k, math.floor(res.get("GPU", 0) / gpus_per_actor))
+        gpus = res.get("GPU", 0) - held.get("GPU", 0)
+        if gpus < gpus_per_actor:
+            log.warning("device actors take %s GPU each but the Ray cluster has %s to give them: "
+                        "the pool waits for a GPU node (an autoscaler's); set gpus_per_actor: 0 "
+                        "to run devices on CPUs", gpus_per_actor, gpus)
+        k = min(k, math.floor(gpus / gpus_per_actor))
     return max(k, 1)
 
 

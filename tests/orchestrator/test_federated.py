@@ -8,7 +8,8 @@ import torch
 from orchestrator.federated.comm import DeviceReport, device_seconds, round_summary, tensor_bytes
 from orchestrator.federated.config import FederationConfig
 from orchestrator.federated.loop import Checkpointer, RoundLoop
-from orchestrator.federated.pool import DevicePool, DeviceUpdate, WeightedSum, run_devices
+from orchestrator.federated.pool import (Collect, DevicePool, DeviceUpdate, WeightedSum,
+                                         default_num_actors, run_devices)
 from orchestrator.federated.population import device_sizes, partition, sample_population
 from orchestrator.federated.reference import MlpTask, initial_state, make_program
 
@@ -50,6 +51,51 @@ def test_device_sizes_sum_to_the_total():
 def test_tensor_bytes_counts_real_tensor_sizes():
     state = {"w": torch.zeros(10, 4), "b": torch.zeros(4, dtype=torch.float16), "n": [np.zeros(3)]}
     assert tensor_bytes(state) == 10 * 4 * 4 + 4 * 2 + 3 * 8
+
+
+def test_a_tensor_under_two_keys_crosses_the_wire_once():
+    """Tied weights (an LM head that is the embedding) are one tensor, as torch.save stores."""
+    emb = torch.zeros(100, 8)
+    assert tensor_bytes({"embed": emb, "lm_head": emb, "b": torch.zeros(8)}) == 100 * 8 * 4 + 8 * 4
+    assert tensor_bytes({"embed": emb, "copy": emb.clone()}) == 2 * 100 * 8 * 4
+
+
+class _Compact:
+    """A device program that declares what it sent: a 10-byte download and a 3-byte upload."""
+
+    def train(self, device, global_state, round_idx, seed):
+        return DeviceUpdate({"w": torch.zeros(1000)}, 1.0, 1, 0.0, {}, bytes_up=3, bytes_down=10)
+
+
+def test_bytes_a_program_declares_replace_the_measured_ones():
+    _, reports = run_devices(_Compact(), [0, 1], {"w": torch.zeros(50)}, 0, 0, Collect())
+    assert [(r.bytes_up, r.bytes_down) for r in reports] == [(3, 10), (3, 10)]
+    _, measured = run_devices(make_program(MlpTask(num_devices=1)), [0],
+                              initial_state(MlpTask(num_devices=1)), 0, 0, Collect())
+    assert measured[0].bytes_down == tensor_bytes(initial_state(MlpTask(num_devices=1)))
+
+
+def test_a_round_nobody_joined_collects_nothing():
+    assert Collect().combine([]) is None and Collect().combine([[], []]) is None
+
+
+def test_checkpoints_are_ordered_by_round_number_not_text(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep=2)
+    for r in (9998, 9999, 10000):
+        ckpt.save(r, {"round": r})
+    assert ckpt.latest()["round"] == 10000
+    assert sorted(p.name for p in tmp_path.glob("round_*.pt")) == ["round_10000.pt",
+                                                                   "round_9999.pt"]
+
+
+@pytest.mark.slow
+def test_a_pool_sized_inside_a_ray_task_leaves_out_the_tasks_own_cpu(local_ray):
+    """Inside a 1-CPU Tune trial on 2 CPUs, a pool of 2 would wait forever for the trial's CPU."""
+    import ray
+
+    inside = ray.remote(num_cpus=1)(lambda: default_num_actors(1.0, 0.0))
+    assert default_num_actors(1.0, 0.0) == 2
+    assert ray.get(inside.remote()) == 1
 
 
 def test_round_time_is_the_slowest_devices_download_compute_upload():

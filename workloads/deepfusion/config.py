@@ -208,3 +208,35 @@ class DeepFusionConfig:
                               "VAA's Conv1d uses kernel = stride = seq_len/(P_q/J)")
         if self.baselines.fedjets_experts > self.moe.num_experts:
             raise ConfigError("baselines.fedjets_experts", "exceeds moe.num_experts")
+        types = sorted(set(self.models.device_models))
+        if self.moe.num_experts < len(types):
+            raise ConfigError("moe.num_experts", f"K={self.moe.num_experts} is fewer than the "
+                                                 f"{len(types)} model types devices may pick "
+                                                 f"({', '.join(types)}): each type's devices "
+                                                 "form clusters of their own",
+                              f"set num_experts >= {len(types)} or list fewer device_models")
+        self._check_positions()
+        self._check_records()
+
+    def _check_positions(self) -> None:
+        """GPT-2's learned positions stop at n_positions: a longer block fails inside Ray."""
+        from workloads.deepfusion.models import DEVICE_ZOO
+
+        for name in self.models.device_models:
+            limit = DEVICE_ZOO[self.models.size][name][1].get("n_positions")
+            if limit is not None and self.data.seq_len > limit:
+                raise ConfigError("data.seq_len", f"{self.data.seq_len} exceeds {name}'s "
+                                                  f"{limit} positions at size "
+                                                  f"'{self.models.size}'",
+                                  f"set seq_len <= {limit} or drop {name} from device_models")
+
+    def _check_records(self) -> None:
+        """Every device needs at least one private record (the rest is test and public data)."""
+        d, n = self.data, self.federation.num_devices
+        if d.max_records is not None and \
+                int(d.max_records * (1 - d.test_fraction - d.public_fraction)) < n:
+            raise ConfigError("data.max_records", f"{d.max_records} records leave fewer private "
+                                                  f"ones than the {n} devices",
+                              f"raise max_records to at least "
+                              f"{int(n / (1 - d.test_fraction - d.public_fraction)) + 1}, or "
+                              "lower federation.num_devices")

@@ -323,6 +323,9 @@ def _fedjets_merge(config) -> Callable[[dict, list], dict]:
     from workloads.deepfusion.baselines import merge_compact_moes
 
     def apply(state: dict, updates: list) -> dict:
+        updates = [u for u in updates if u.weight > 0]  # devices without a block sat out
+        if not updates:
+            return state
         moe = AutoModelForCausalLM.from_config(config)
         moe.load_state_dict(state)
         compacts = [types.SimpleNamespace(state_dict=lambda sd=u.update["state"]: sd)
@@ -368,7 +371,7 @@ def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
             state, history = loop.run(state, on_round, bar)
     finally:
         pool.shutdown()
-    comm = sum(2 * h["participants"] * h["device_compact_bytes"] for h in history)
+    comm = sum(h["bytes_up"] + h["bytes_down"] for h in history)  # 2 |compact MoE| per device
     local = compact_moe(moe, list(range(b.fedjets_experts)))
     memory = train_memory_bytes(local, c.local.optimizer, c.data.batch_size, c.data.seq_len,
                                 c.models.dtype_bytes)

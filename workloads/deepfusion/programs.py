@@ -106,13 +106,16 @@ class LocalLmProgram:
         e_n = torch.as_tensor(device_embedding(texts, self.encoder), dtype=torch.float32)
         n_params = sum(p.numel() for p in model.parameters())
         flops = 6.0 * n_params * s.steps * min(s.batch_size, len(blocks)) * s.seq_len
+        model_bytes = param_bytes(model, s.dtype_bytes)
         metrics = {"loss": losses[-1] if losses else float("nan"),
-                   "model_bytes": float(param_bytes(model, s.dtype_bytes)),
+                   "model_bytes": float(model_bytes),
                    "memory_bytes": float(train_memory_bytes(model, s.optimizer, s.batch_size,
                                                             s.seq_len, s.dtype_bytes)),
                    "blocks": float(len(blocks))}
+        # on the wire: |m_n| + |e_n| at dtype_bytes (Eq. 5), tied weights once; nothing comes down
         return DeviceUpdate({"model": state, "embedding": e_n}, float(len(texts)), len(texts),
-                            flops, metrics)
+                            flops, metrics, bytes_up=model_bytes + e_n.numel() * s.dtype_bytes,
+                            bytes_down=0)
 
 
 def make_local_program(spec: LocalSpec) -> LocalLmProgram:
@@ -150,8 +153,10 @@ class FedJetsProgram:
         from workloads.deepfusion.models import param_bytes
 
         s = self.spec
-        self.global_moe.load_state_dict(global_state)
         blocks = s.blocks[device]
+        if not len(blocks):  # too little text for one block: it sits the round out, no traffic
+            return DeviceUpdate({}, 0.0, 0, 0.0, {}, bytes_up=0, bytes_down=0)
+        self.global_moe.load_state_dict(global_state)
         ids = route_device_to_experts(self.global_moe, blocks[:s.batch_size].to(self.device),
                                       s.experts)
         local = compact_moe(self.global_moe, ids).to(self.device)
@@ -162,10 +167,11 @@ class FedJetsProgram:
         state = cpu_state(local)
         flops = 6.0 * sum(p.numel() for p in local.parameters()) * s.local_steps * \
             min(s.batch_size, len(blocks)) * blocks.shape[1]
-        metrics = {"loss": losses[-1] if losses else float("nan"),
-                   "compact_bytes": float(param_bytes(local, s.dtype_bytes))}
+        compact = param_bytes(local, s.dtype_bytes)
+        metrics = {"loss": losses[-1] if losses else float("nan"), "compact_bytes": float(compact)}
+        # the device downloads its compact MoE and uploads it trained, not the global MoE
         return DeviceUpdate({"state": state, "experts": torch.tensor(ids)}, float(len(blocks)),
-                            len(blocks), flops, metrics)
+                            len(blocks), flops, metrics, bytes_up=compact, bytes_down=compact)
 
 
 def make_fedjets_program(spec: FedJetsSpec) -> FedJetsProgram:

@@ -25,6 +25,11 @@ def test_defaults_build_and_every_knob_has_help():
     ({"models": {"device_models": ["gpt5"]}}, "deepfusion.models.device_models[0]"),
     ({"models": {"pretrained_path": "/no/such/dir"}}, "deepfusion.models.pretrained_path"),
     ({"data": {"test_fraction": 0.5, "public_fraction": 0.5}}, "deepfusion.data.public_fraction"),
+    # these three used to pass validation and fail inside Ray, after Phase 0 had run
+    ({"data": {"seq_len": 640}, "models": {"size": "tiny"}}, "deepfusion.data.seq_len"),
+    ({"moe": {"num_experts": 2}, "run": {"ep_workers": 2}}, "deepfusion.moe.num_experts"),
+    ({"data": {"max_records": 10}, "federation": {"num_devices": 8}},
+     "deepfusion.data.max_records"),
 ])
 def test_bad_values_name_their_key(data, key):
     with pytest.raises(ConfigError) as err:

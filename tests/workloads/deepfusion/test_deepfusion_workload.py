@@ -39,7 +39,9 @@ def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_t
     assert experts and all(sorted(r0 + r1) == [0, 1, 2, 3] and not set(r0) & set(r1)
                            for r0, r1 in experts.values())
     fedjets = next(c for c in children if c.info.run_name == "fedjets")
-    assert len(client.get_metric_history(fedjets.info.run_id, "cum_bytes")) == 2, "one per round"
+    cum_bytes = client.get_metric_history(fedjets.info.run_id, "cum_bytes")
+    assert len(cum_bytes) == 2, "one per round"
+    assert cum_bytes[-1].value == fedjets.data.metrics["comm_bytes"], "ledger sums to the total"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "tables_I_II.csv", "tables_I_II.png", "communication.png"} <= artifacts
     uninterrupted = _finals(children)
