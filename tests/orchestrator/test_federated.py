@@ -89,13 +89,17 @@ def test_checkpoints_are_ordered_by_round_number_not_text(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pool_sized_inside_a_ray_task_leaves_out_the_tasks_own_cpu(local_ray):
+def test_a_pool_sized_inside_a_tune_trial_leaves_out_the_trials_own_cpu(local_ray, tmp_path):
     """Inside a 1-CPU Tune trial on 2 CPUs, a pool of 2 would wait forever for the trial's CPU."""
-    import ray
+    from ray import tune
 
-    inside = ray.remote(num_cpus=1)(lambda: default_num_actors(1.0, 0.0))
+    def trial(config):
+        tune.report({"actors": default_num_actors(1.0, 0.0)})
+
+    results = tune.Tuner(tune.with_resources(trial, {"cpu": 1}),
+                         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
     assert default_num_actors(1.0, 0.0) == 2
-    assert ray.get(inside.remote()) == 1
+    assert results[0].metrics["actors"] == 1
 
 
 def test_round_time_is_the_slowest_devices_download_compute_upload():

@@ -6,6 +6,7 @@ rates or steps; every default below is [OURS] unless marked [PAPER] (see README.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -232,11 +233,14 @@ class DeepFusionConfig:
 
     def _check_records(self) -> None:
         """Every device needs at least one private record (the rest is test and public data)."""
+        from workloads.deepfusion.data import split_sizes
+
         d, n = self.data, self.federation.num_devices
-        if d.max_records is not None and \
-                int(d.max_records * (1 - d.test_fraction - d.public_fraction)) < n:
-            raise ConfigError("data.max_records", f"{d.max_records} records leave fewer private "
-                                                  f"ones than the {n} devices",
-                              f"raise max_records to at least "
-                              f"{int(n / (1 - d.test_fraction - d.public_fraction)) + 1}, or "
-                              "lower federation.num_devices")
+        private = lambda m: split_sizes(m, d.test_fraction, d.public_fraction)[2]  # noqa: E731
+        if d.max_records is not None and private(d.max_records) < n:
+            enough = next(m for m in itertools.count(n) if private(m) >= n)  # t + p < 1
+            raise ConfigError("data.max_records", f"{d.max_records} records leave "
+                                                  f"{private(d.max_records)} private ones for "
+                                                  f"{n} devices",
+                              f"raise max_records to at least {enough}, or lower "
+                              "federation.num_devices")

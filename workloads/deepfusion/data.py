@@ -73,14 +73,19 @@ class Splits(NamedTuple):
     test: list[Record]     # held out for every method's evaluation
 
 
+def split_sizes(n: int, test_fraction: float, public_fraction: float) -> tuple[int, int, int]:
+    """(test, public, private) record counts of `split_records` on n records."""
+    n_test, n_public = int(round(test_fraction * n)), int(round(public_fraction * n))
+    return n_test, n_public, n - n_test - n_public
+
+
 def split_records(records: Sequence[Record], test_fraction: float, public_fraction: float,
                   seed: int) -> Splits:
     """Disjoint test / public / private splits from one seeded permutation."""
     if test_fraction + public_fraction >= 1:
         raise ValueError("test_fraction + public_fraction must be below 1")
     order = np.random.default_rng(seed).permutation(len(records))
-    n_test = int(round(test_fraction * len(records)))
-    n_public = int(round(public_fraction * len(records)))
+    n_test, n_public, _ = split_sizes(len(records), test_fraction, public_fraction)
     pick = lambda idx: [records[i] for i in idx]  # noqa: E731
     return Splits(private=pick(order[n_test + n_public:]),
                   public=pick(order[n_test:n_test + n_public]), test=pick(order[:n_test]))
