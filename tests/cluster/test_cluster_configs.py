@@ -165,17 +165,18 @@ def test_dashboard_and_mlflow_listen_on_localhost(name):
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_nodes_install_torch_then_deepspeed_then_the_package(name):
     """setup_commands run cluster/install.sh, which installs in setup.sh's order: torch (CUDA build
-    on GPU nodes), DeepSpeed with --no-build-isolation, then this package editable."""
+    on GPU nodes) at the lock's version, DeepSpeed with --no-build-isolation, then this package
+    editable, both constrained by requirements.lock."""
     assert raw(name)["setup_commands"] == [
         "bash ~/edge-orchestrator/cluster/install.sh ~/edge-orchestrator"]
     assert raw(name)["file_mounts"] == {"~/edge-orchestrator": "."}
     script = (CLUSTER / "install.sh").read_text()
     steps = [script.index(s) for s in ('pip_install "torch==$TORCH_VERSION"',
-                                       '--no-build-isolation "deepspeed',
-                                       'pip_install -e "$REPO"')]
+                                       '--no-build-isolation deepspeed',
+                                       'pip_install -c "$LOCK" -e "$REPO"')]
     assert steps == sorted(steps)
     torch_pin = re.search(r'TORCH_VERSION="([^"]+)"', script).group(1)
-    assert f'"torch=={torch_pin}"' in (REPO / "setup.sh").read_text()
+    assert f"\ntorch=={torch_pin}  #" in (REPO / "requirements.lock").read_text()
 
 
 def test_one_ray_version_across_cluster_files():
