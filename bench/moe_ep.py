@@ -82,7 +82,8 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator.config import RayConfig  # noqa: E402
 from orchestrator.runtime import start_local_ray  # noqa: E402
-from orchestrator.train import (ExpertParallelJob, deepspeed_config,  # noqa: E402
+from orchestrator.train import (ExpertParallelJob, IncompatiblePackages,  # noqa: E402
+                                check_autoep_compatible, deepspeed_config,
                                 expert_parallel_train_loop, run_distributed, run_expert_parallel)
 
 # Ray Train settles within ~2 s of starting the loop (it launches its PreemptionWatcher actor then,
@@ -290,6 +291,10 @@ def main() -> None:
         return torchrun_worker(*args.worker)
     if args.steps < WARMUP + 2:
         parser.error(f"--steps must be at least {WARMUP + 2}: the first {WARMUP} are warm-up")
+    try:
+        check_autoep_compatible()
+    except IncompatiblePackages as err:
+        parser.exit(2, f"error: {err}\n")
     job = make_job(args.steps, args.micro_batch, args.seq)
     arms = ["torchrun", "Ray Train"] + ([SHARED] if args.shared_group else [])
     sets: list[dict[str, Run]] = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,9 +91,15 @@ def _add_submit(sub) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = load_experiment(args.config, args.overrides)
+    """What `run`/`sweep` check before starting, without probing servers (a cluster's may be
+    out of reach from here)."""
+    from orchestrator import preflight, registry, state
     from orchestrator.tracking import check_store, tracking_uri
 
+    cfg = load_experiment(args.config, args.overrides)
+    kind = "sweep" if cfg.sweep.params else "run"
+    preflight.check_before_start(cfg, registry.get(cfg.workload), kind)
+    state.check_state_dir(cfg)
     check_store(tracking_uri(cfg.mlflow.tracking_uri))
     console.print(f"[green]ok[/green]: {args.config} is a valid '{cfg.workload}' experiment")
     return 0
@@ -108,7 +115,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _execute(args: argparse.Namespace, kind: str) -> int:
     """Validate everything first, then open the parent run, then start or join Ray."""
-    from orchestrator import registry, runtime, state, tracking
+    from orchestrator import preflight, registry, runtime, state, tracking
 
     cfg = load_experiment(args.config, args.overrides)
     workload = registry.get(cfg.workload)
@@ -116,18 +123,23 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
         raise ConfigError("sweep.params", "nothing to sweep", "add sweep.params to the config")
     if kind == "sweep" and workload.trial is None and workload.trial_batch is None:
         raise ConfigError("workload", f"'{cfg.workload}' defines no trial() and cannot be swept")
-    tracking.check_store(tracking.tracking_uri(cfg.mlflow.tracking_uri))
+    preflight.check_before_start(cfg, workload, kind, about_to_run=True)
+    state.check_state_dir(cfg)
+    tracking.check_store(tracking.tracking_uri(cfg.mlflow.tracking_uri), probe=True)
     resume = getattr(args, "resume", False)
     state_dir = state.run_state_dir(cfg, args.config, resume)
     started = time.time()
     try:
-        with tracking.parent_run(cfg, args.config, kind, state.last_run_id(state_dir)) as parent, \
+        with tracking.parent_run(cfg, args.config, kind, state.last_run_id(state_dir),
+                                 args.overrides) as parent, \
                 runtime.ray_session(cfg.ray):
             state.remember_run_id(state_dir, parent.run_id)
             rows = _run_workload(cfg, workload, parent, state_dir, resume) if kind == "run" \
                 else _run_sweep(cfg, parent)
             parent.log_table(rows, "results.csv")
             parent.log_metrics({"wall_seconds": time.time() - started})
+    except BadInput:
+        raise  # one line and exit 2 (`main`); the parent run is already marked FAILED
     except Exception:
         log.exception("the %s failed; its MLflow run is marked FAILED", kind)
         return 1
@@ -206,8 +218,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     if args.resume and args.sweep:
         raise BadInput("submit: --resume continues a run; a sweep cannot be resumed")
+    submit.check_address(args.address)  # its form: before anything is read
     job = submit.build(args.config, args.overrides, "sweep" if args.sweep else "run",
-                       args.env, args.exclude, resume=args.resume)
+                       args.env, args.exclude, resume=args.resume,
+                       probe_address=not args.dry_run, address=args.address)
     console.print(f"from {submit.REPO_ROOT}:\n  {submit.ray_command(job, args.address)}",
                   highlight=False, markup=False, soft_wrap=True)
     if args.dry_run:
@@ -241,11 +255,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.tracking import latest_children, rows_to_csv, tracking_uri
 
     uri = args.tracking_uri or tracking_uri("sqlite:///mlflow.db")
-    parent, rows = latest_children(uri, args.experiment)
+    source = "--tracking-uri" if args.tracking_uri else \
+        "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default store"
+    out = _check_out(Path(args.out or f"compare_{args.experiment}.csv"))
+    parent, rows = latest_children(uri, args.experiment, source)
     console.print(f"{args.experiment}: parent run {parent['name']} ({parent['run_id']}, "
                   f"{parent['status']}), {len(rows)} child runs")
     _print_table(_transposed(rows) if len(rows[0] if rows else ()) > 10 else rows)
-    out = Path(args.out or f"compare_{args.experiment}.csv")
     out.write_text(rows_to_csv(rows))
     console.print(f"wrote {out}")
     return 0
+
+
+def _check_out(out: Path) -> Path:
+    """Where the CSV goes must take a file, checked before the store is read."""
+    if out.is_dir():
+        raise BadInput(f"--out {out}: is a folder; give a file path, e.g. {out / 'compare.csv'}")
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {out}: folder {out.parent} does not exist; create it first")
+    return out

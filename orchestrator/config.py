@@ -4,14 +4,18 @@ Every bad input is turned into one `ConfigError` that names the key path, what w
 is allowed. The CLI prints it as a single line and exits 2, before Ray or MLflow are touched.
 
 Config dataclasses declare their knobs with `knob(...)`: a default, a one-line help text and the
-constraints (`ge`, `gt`, `le`, `lt`, `choices`, `must_exist`) that `build` checks. A dataclass may
-also define `validate(self)` for rules that span several fields; it raises `ConfigError` with a key
-relative to itself and `build` prefixes the path.
+constraints (`ge`, `gt`, `le`, `lt`, `choices`, `must_exist`, `kind`) that `build` checks. Every
+float must be finite (`.inf`/`.nan` are rejected, inside lists and mappings too) unless its knob
+says `finite=False`. A dataclass may also define `validate(self)` for rules that span several
+fields; it raises `ConfigError` with a key relative to itself and `build` prefixes the path
+(`orchestrator.checks` has the helpers for what a named file must hold).
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -44,12 +48,22 @@ class ConfigError(BadInput):
         return ConfigError(key, self.problem, self.allowed)
 
 
+PATH_KINDS = ("file", "dir")
+
+
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, ge=None, gt=None, le=None,
          lt=None, choices: tuple | list | None = None, must_exist: bool = False,
-         factory: Any = None) -> Any:
-    """A config field with its help text and the constraints `build` enforces."""
+         kind: str | None = None, finite: bool = True, factory: Any = None) -> Any:
+    """A config field with its help text and the constraints `build` enforces.
+
+    `kind` ("file" or "dir") is what a path knob must name when the path exists (with
+    `must_exist`, it must exist too; "" means "unset" for both). `finite=False` lets a float
+    knob that really means "unbounded" take .inf (none does today)."""
+    if kind not in (None, *PATH_KINDS):
+        raise ValueError(f"knob kind must be one of {PATH_KINDS}, got {kind!r}")
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "choices": tuple(choices) if choices else None, "must_exist": must_exist}
+            "choices": tuple(choices) if choices else None, "must_exist": must_exist,
+            "kind": kind, "finite": finite}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     if isinstance(default, (list, dict)):
@@ -73,7 +87,8 @@ class RayConfig:
 class MlflowConfig:
     tracking_uri: str = knob("sqlite:///mlflow.db", "MLflow store; MLFLOW_TRACKING_URI overrides it")
     experiment: Optional[str] = knob(None, "MLflow experiment; default '<workload>-<config name>'")
-    run_name: Optional[str] = knob(None, "name of the parent run; default: the config's file name")
+    run_name: Optional[str] = knob(None, "name of the parent run; default: the config's file "
+                                         "name, the kind, the start time and the overrides")
     artifact_root: Optional[str] = knob(None, "artifact location for new experiments; default "
                                               "'mlartifacts/' beside a SQLite store")
 
@@ -112,7 +127,8 @@ class ExperimentBase:
     state_dir: str = knob(".orchestrator", "what must outlive a process: run checkpoints and "
                           "--resume state (state/), Tune results (ray_results/). On a cluster, "
                           "an absolute path every node shares (NFS, a PVC), so Ray Train "
-                          "checkpoints reach every worker and --resume works across jobs")
+                          "checkpoints reach every worker and --resume works across jobs",
+                          kind="dir")
     ray: RayConfig = knob(factory=RayConfig)
     mlflow: MlflowConfig = knob(factory=MlflowConfig)
     sweep: SweepConfig = knob(factory=SweepConfig)
@@ -215,7 +231,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(key, f"expected an integer, got {_kind(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _as_float(value, key)
         raise ConfigError(key, f"expected a number, got {_kind(value)}")
     if tp is str:
         if isinstance(value, str):
@@ -224,9 +240,20 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"config type {tp!r} at {key} is not supported")
 
 
+def _as_float(value: int | float, key: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(key, f"{str(value)[:12]}... is too large for a number",
+                          "give a finite number below 1e308") from None
+
+
 def _check(value: Any, meta: typing.Mapping, key: str) -> Any:
     """Enforce a knob's constraints; lists are checked item by item."""
-    if isinstance(value, list) and (meta.get("choices") or _has_bounds(meta)):
+    if meta.get("finite", True):
+        _check_finite(value, key)
+    if isinstance(value, list) and (meta.get("choices") or _has_bounds(meta)
+                                    or meta.get("must_exist") or meta.get("kind")):
         for i, v in enumerate(value):
             _check(v, meta, f"{key}[{i}]")
         return value
@@ -242,10 +269,38 @@ def _check(value: Any, meta: typing.Mapping, key: str) -> Any:
         b = meta.get(bound)
         if b is not None and isinstance(value, (int, float)) and not ok(value, b):
             raise ConfigError(key, f"{value} is out of range", f"must be {word} {b}")
-    if meta.get("must_exist") and not Path(os.path.expanduser(str(value))).exists():
+    if meta.get("must_exist") or meta.get("kind"):
+        _check_path(value, meta, key)
+    return value
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """No .inf/.nan where a number is meant: they pass `ge`/`le` bounds (inf >= 0) or slip past
+    unbounded knobs, and then poison every result. Walks lists and mappings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"{value} is not a finite number",
+                          "give a finite number (.inf, -.inf and .nan are not allowed here)")
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, _join(key, str(k)))
+
+
+def _check_path(value: Any, meta: typing.Mapping, key: str) -> None:
+    """`must_exist`: the path exists; `kind`: an existing path is a file / a folder. "" = unset."""
+    if not isinstance(value, str) or value == "":
+        return
+    path = Path(os.path.expanduser(value))
+    what = (meta.get("help") or "").split(";")[0].split(". ")[0]
+    if meta.get("must_exist") and not path.exists():
         raise ConfigError(key, f"no such file or directory: {value}",
                           "give an existing path (relative paths start at the working directory)")
-    return value
+    if meta.get("kind") == "file" and path.is_dir():
+        raise ConfigError(key, f"{value} is a folder, not a file", f"give a file: {what}")
+    if meta.get("kind") == "dir" and path.exists() and not path.is_dir():
+        raise ConfigError(key, f"{value} is a file, not a folder", f"give a folder: {what}")
 
 
 def _has_bounds(meta: typing.Mapping) -> bool:
@@ -256,9 +311,13 @@ def _has_bounds(meta: typing.Mapping) -> bool:
 def read_yaml(path: str | Path, overrides: typing.Sequence[str] = ()) -> dict:
     """Read YAML with OmegaConf, merge dotlist overrides, resolve interpolations: plain data."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(str(path), "is a folder, not a config file",
+                          "give a YAML file, e.g. experiments/aeria/quickstart.yaml")
     if not p.is_file():
         raise ConfigError(str(path), "no such config file",
                           "give a YAML path, e.g. experiments/aeria/quickstart.yaml")
+    _check_utf8(p)
     try:
         base = OmegaConf.load(p)
     except yaml.YAMLError as err:
@@ -274,12 +333,56 @@ def read_yaml(path: str | Path, overrides: typing.Sequence[str] = ()) -> dict:
                           "start with 'workload: <name>'")
     merged = base
     for ov in overrides:
-        merged = OmegaConf.merge(merged, _parse_override(ov))
+        merged = _merge(merged, _parse_override(ov))
     try:
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "<interpolation>"
         raise ConfigError(str(key), str(err).splitlines()[0]) from None
+
+
+def _check_utf8(path: Path) -> None:
+    """A config must be UTF-8 text: a Latin-1 or binary file is named, not a UnicodeDecodeError."""
+    problem = text_problem(path.read_bytes())
+    if problem:
+        raise ConfigError(str(path), problem, "save the config as UTF-8 YAML text")
+
+
+def text_problem(data: bytes) -> str | None:
+    """Why `data` is not UTF-8 text ('is a binary file', 'is not UTF-8 ... on line 3'), or None."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if data.startswith(bom):
+            return f"is not UTF-8 text ({name}, by its byte-order mark)"
+    if b"\x00" in data[:8192]:
+        return "is a binary file, not text"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        return f"is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})"
+    return None
+
+
+def _merge(config: Any, override: Any) -> Any:
+    """Lay one override over the config. OmegaConf refuses to merge a list onto a mapping (or the
+    reverse: `prince.tenants=[1,2]`); then the override replaces the value, so `build` reports the
+    key with the type its schema expects, as it does for the same mistake in the YAML file."""
+    try:
+        return OmegaConf.merge(config, override)
+    except (TypeError, ValueError, OmegaConfBaseException):
+        plain = _replaced(OmegaConf.to_container(config), OmegaConf.to_container(override))
+        return OmegaConf.create(plain)
+
+
+def _replaced(base: Any, override: Any) -> Any:
+    """Plain-data merge: mappings merge key by key, anything else replaces."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _replaced(base.get(key), value) if key in base else value
+    return out
 
 
 def _parse_override(ov: str) -> Any:
@@ -311,30 +414,10 @@ def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> A
     schema = experiment_schema(name, workload.config_cls)
     cfg = build(schema, data)
     if cfg.sweep.params:
+        from orchestrator.sweepspec import check_sweep
+
         check_sweep(cfg, schema, workload)
     return cfg
-
-
-def check_sweep(cfg: Any, schema: type, workload: Any) -> None:
-    """A sweep fails here, not in its trials: spec, metric name, and every edge value of every
-    axis built into a full config (so cross-field rules see them too)."""
-    from orchestrator.sweepspec import parse_params, with_values
-
-    dims = parse_params(cfg)
-    metric = cfg.sweep.metric
-    if workload.trial_metrics is not None:
-        known = list(workload.trial_metrics(cfg))
-        if metric not in known:
-            raise ConfigError("sweep.metric", f"'{metric}' is not a metric of the trial",
-                              did_you_mean(metric, known) + f"known: {', '.join(known)}")
-    base = to_dict(cfg)
-    for d in dims:
-        for value in d.values or (d.low, d.high):
-            try:
-                build(schema, with_values(base, {d.path: value}))
-            except ConfigError as err:
-                raise ConfigError(f"sweep.params.{d.path}", f"the value {value!r} makes "
-                                  f"'{err.key}' invalid: {err.problem}", err.allowed) from None
 
 
 # --------------------------------------------------------------------------- serialising

@@ -3,6 +3,9 @@
 Address resolution: `RAY_ADDRESS` in the environment (set by `ray job submit`), else `ray.address`
 from the config, else a Ray started on this machine with `ray start`, else a new local Ray with
 the configured CPU count. A Ray that is already initialised in this process is reused and left running.
+
+What can be known before Ray starts (a malformed address, work a local Ray can never schedule)
+is checked in `orchestrator/preflight.py`.
 """
 from __future__ import annotations
 

@@ -10,14 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import to_yaml
+from orchestrator.config import ConfigError, to_yaml
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
+
+
+def check_state_dir(cfg: Any) -> None:
+    """`state_dir` must be a folder this process can create or write: checked before anything
+    starts, since the first write (`run_state_dir`) comes after the checks and the Tune results
+    go there too. Looks at the nearest part of the path that exists: a file anywhere on it (not
+    only at its end) fails the same way, with a NotADirectoryError, much later."""
+    path = Path(os.path.expanduser(cfg.state_dir)).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == path else f" (on the way to {path})"
+        raise ConfigError("state_dir", f"{existing} is a file, not a folder{where}",
+                          "point state_dir at a folder, e.g. state_dir=.orchestrator")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("state_dir", f"{existing} is not writable by this user",
+                          "point state_dir at a folder you can write, e.g. state_dir=.orchestrator")
 
 
 def run_state_dir(cfg: Any, config_path: str, resume: bool) -> Path:

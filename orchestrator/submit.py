@@ -33,6 +33,7 @@ from typing import Sequence
 
 from orchestrator.config import BadInput, load_experiment
 from orchestrator.registry import REPO_ROOT
+from orchestrator.preflight import split_host_port, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,21 @@ class Job:
 
 def build(config: str, overrides: Sequence[str], kind: str = "run",
           env_names: Sequence[str] = (), excludes: Sequence[str] = (),
-          resume: bool = False) -> Job:
-    """Validate the experiment here, then describe the job that runs it from the repo root."""
+          resume: bool = False, probe_address: bool = False,
+          address: str | None = None) -> Job:
+    """Validate the experiment here, then describe the job that runs it from the repo root.
+
+    `probe_address`: check something listens at the job API (`address`, else the environment's),
+    after the config is found valid and before the warnings: bad input stays one line."""
     cfg = load_experiment(config, list(overrides))
+    entry_config = _repo_relative(config)
     env_vars = {name: os.environ[name] for name in FORWARDED if os.environ.get(name)}
     for name in env_names:
         if name not in os.environ:
             raise BadInput(f"--env {name}: no such variable in this environment")
         env_vars[name] = os.environ[name]
+    if probe_address:
+        check_address(address, probe=True)
     uri = cfg.mlflow.tracking_uri
     if "MLFLOW_TRACKING_URI" not in env_vars and uri.startswith("sqlite:///") \
             and not uri.startswith("sqlite:////"):
@@ -83,7 +91,7 @@ def build(config: str, overrides: Sequence[str], kind: str = "run",
     env_vars[COMMIT_ENV] = git_commit()  # .git is not uploaded: the job's runs record this one
     runtime_env = {"working_dir": str(REPO_ROOT), "excludes": [*EXCLUDES, *excludes],
                    "env_vars": env_vars}
-    return Job(["python", "-m", "orchestrator", kind, _repo_relative(config), *overrides,
+    return Job(["python", "-m", "orchestrator", kind, entry_config, *overrides,
                 *(["--resume"] if resume else [])], runtime_env)
 
 
@@ -128,16 +136,52 @@ def package_size(job: Job) -> int:
         return target.stat().st_size
 
 
+def job_api_address(address: str | None = None) -> tuple[str, str]:
+    """(address, where it came from): `--address`, else RAY_API_SERVER_ADDRESS / RAY_ADDRESS,
+    else loopback."""
+    if address:
+        return address, "--address"
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        if os.environ.get(name):
+            return os.environ[name], name
+    return DEFAULT_ADDRESS, "the default address"
+
+
+def check_address(address: str | None = None, probe: bool = False) -> None:
+    """A BadInput naming the flag or variable when the job API address is malformed (Ray fails
+    on one with a ValueError, InvalidURL or RuntimeError traceback) or, with `probe`, when
+    nothing listens there (Ray waits 30 s on a GCS address first). Forms: http(s)://host:port
+    (the dashboard), ray://host:port (Ray Client), host:port (the GCS), auto."""
+    address, source = job_api_address(address)
+    if address == "auto":
+        return
+    scheme, sep, rest = address.partition("://")
+    try:
+        if sep and scheme not in ("http", "https", "ray"):
+            raise ValueError(f"Ray jobs have no {scheme}:// addresses")
+        netloc = rest.split("/", 1)[0].rpartition("@")[2] if sep else address
+        host, port = split_host_port(netloc, port_required=not sep)
+    except ValueError as err:
+        raise BadInput(f"{source} {address}: not a Ray job API address: {err}; use "
+                       f"http://HEAD:8265 (the dashboard), ray://HEAD:10001 or HEAD:6379") from None
+    why = unreachable(host, port or {"https": 443, "ray": 10001}.get(scheme, 80)) \
+        if probe else None
+    if why:
+        raise BadInput(f"{source} {address}: no Ray job API there ({why}); start the cluster "
+                       "with its dashboard, forward its port 8265 here, or pass --address")
+
+
 def client(address: str | None = None):
     """A job client for `address`, else RAY_API_SERVER_ADDRESS / RAY_ADDRESS, else loopback."""
+    from ray.exceptions import RpcError
     from ray.job_submission import JobSubmissionClient
 
+    check_address(address, probe=True)
+    address = job_api_address(address)[0]
     _use_ray_token_if_present()
-    env_address = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
-    address = address or env_address or DEFAULT_ADDRESS
     try:
         return JobSubmissionClient(address)
-    except ConnectionError as err:
+    except (ConnectionError, RpcError) as err:
         raise BadInput(f"no Ray job API at {address} ({err}); start the cluster with its "
                        "dashboard, forward its port 8265 here, or pass --address") from err
 

@@ -11,19 +11,23 @@
 
 On the command line: `sweep.params.aeria.reserve_price="{uniform: [0, 1]}"`.
 
-Pure (no Ray): `config.load_experiment` calls `parse_params` so a bad spec fails before Ray starts;
+Pure (no Ray): `config.load_experiment` calls `check_sweep` (which parses the spec with
+`parse_params` and builds points of the search space) so a bad sweep fails before Ray starts;
 `orchestrator.tuning` turns the parsed dimensions into Ray Tune objects and samples them for
 batched trials.
 """
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from orchestrator.config import SEARCH_KINDS, ConfigError, check_value, did_you_mean, leaf_fields
+from orchestrator.config import (SEARCH_KINDS, ConfigError, build, check_value, did_you_mean,
+                                 leaf_fields, to_dict)
 
 NOT_SWEEPABLE = ("workload", "ray.", "mlflow.", "sweep.")
 
@@ -112,6 +116,112 @@ def _base_type(tp: Any) -> Any:
     return args[0] if args else tp
 
 
+# --------------------------------------------------------------------------- points to check
+COMBINATION_LIMIT = 256   # a cross product up to this size is checked whole
+RANDINT_ENUMERATE = 32    # randint ranges up to this many integers are checked value by value
+RANDINT_INTERIOR = 6      # else: its ends and this many deterministic integers inside
+
+
+def check_points(d: Dim) -> tuple:
+    """The values of one axis the up-front check builds: every grid/choice value; the two ends of
+    a uniform/loguniform range (enough for the monotone rules, `low <= high`, `top_k <=
+    num_experts`); every integer of a short randint range (divisibility rules are not monotone),
+    else its ends and a few deterministic integers inside."""
+    if d.values:
+        return d.values
+    low, high = d.low, d.high
+    if d.kind != "randint":
+        return (low, high)
+    if high - low + 1 <= RANDINT_ENUMERATE:
+        return tuple(range(int(low), int(high) + 1))
+    rng = np.random.default_rng(0)
+    inside = sorted({int(v) for v in rng.integers(int(low) + 1, int(high), RANDINT_INTERIOR)})
+    return (int(low), *inside, int(high))
+
+
+def edge_points(d: Dim) -> tuple:
+    """An axis's extremes: min and max of numbers, else the first and last value listed."""
+    points = check_points(d)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in points)
+    return (min(points), max(points)) if numeric else (points[0], points[-1])
+
+
+def combinations(dims: list[Dim], limit: int = COMBINATION_LIMIT) -> Iterator[dict[str, Any]]:
+    """Points of the sweep to build, each a {path: value} of every axis at once.
+
+    The whole cross product of `check_points` when it has at most `limit` points. Beyond that:
+    every corner (each axis at an extreme, at most `limit` of them), every value of every axis at
+    least once, and `limit` deterministic random points of the product. Not covered then: a rule
+    broken only by some interior combination the sample misses, and, for uniform/loguniform
+    axes, a rule that is not monotone in that axis (only the ends are tried)."""
+    points = [check_points(d) for d in dims]
+    paths = [d.path for d in dims]
+    if math.prod(len(p) for p in points) <= limit:
+        for combo in itertools.product(*points):
+            yield dict(zip(paths, combo))
+        return
+    for combo in itertools.islice(itertools.product(*(edge_points(d) for d in dims)), limit):
+        yield dict(zip(paths, combo))
+    rng = np.random.default_rng(0)
+    for i, values in enumerate(points):
+        for v in values:
+            combo = [p[int(rng.integers(len(p)))] for p in points]
+            combo[i] = v
+            yield dict(zip(paths, combo))
+    for _ in range(limit):
+        yield dict(zip(paths, (p[int(rng.integers(len(p)))] for p in points)))
+
+
+# --------------------------------------------------------------------------- the up-front check
+def check_sweep(cfg: Any, schema: type, workload: Any) -> None:
+    """A sweep fails here, not in its trials: the spec, the metric name, and points of the search
+    space built into full configs, every swept axis set at once, so cross-field rules see each
+    value next to the other axes' values (`combinations` says which points: the whole
+    product when small, else corners, every value once and a deterministic sample)."""
+    dims = parse_params(cfg)
+    metric = cfg.sweep.metric
+    if workload.trial_metrics is not None:
+        known = list(workload.trial_metrics(cfg))
+        if metric not in known:
+            raise ConfigError("sweep.metric", f"'{metric}' is not a metric of the trial",
+                              did_you_mean(metric, known) + f"known: {', '.join(known)}")
+    base, seen = to_dict(cfg), set()
+    for combo in combinations(dims):
+        if repr(combo) in seen:
+            continue
+        seen.add(repr(combo))
+        err = _build_error(schema, base, combo)
+        if err is not None:
+            raise _blame(schema, base, dims, combo, err)
+
+
+def _build_error(schema: type, base: dict, combo: Mapping[str, Any]) -> ConfigError | None:
+    """The ConfigError building `base` with the swept `combo` raises, or None if it builds."""
+    try:
+        build(schema, with_values(base, combo))
+    except ConfigError as err:
+        return err
+    return None
+
+
+def _blame(schema: type, base: dict, dims: list, combo: dict, err: ConfigError) -> ConfigError:
+    """Name the axes that make `combo` fail: those where another of the axis's own values (the
+    others kept) makes it build. A failure no single axis can fix names the axis of the broken
+    key if it is swept, else every axis."""
+    culprits = [d.path for d in dims
+                if any(_build_error(schema, base, {**combo, d.path: v}) is None
+                       for v in check_points(d) if v != combo[d.path])]
+    culprits = culprits or [d.path for d in dims if d.path == err.key] or list(combo)
+    first = next((p for p in culprits if p == err.key), culprits[0])
+    others = ", ".join(f"{p}={combo[p]!r}" for p in culprits if p != first)
+    fixes = [err.allowed] if err.allowed else []
+    if others:
+        fixes.append("narrow the axes so every combination is valid")
+    return ConfigError(f"sweep.params.{first}", f"the value {combo[first]!r}"
+                       f"{f' with {others}' if others else ''} makes '{err.key}' invalid: "
+                       f"{err.problem}", "; ".join(fixes) or None)
+
+
 def set_path(data: dict, path: str, value: Any) -> None:
     """data['a']['b'] = value for path 'a.b' (the nested dicts must exist)."""
     *parents, last = path.split(".")
@@ -128,4 +238,5 @@ def with_values(base: dict, values: Mapping[str, Any]) -> dict:
     return out
 
 
-__all__ = ["Dim", "parse_params", "with_values", "set_path"]
+__all__ = ["Dim", "parse_params", "with_values", "set_path", "check_points", "combinations",
+           "check_sweep"]

@@ -12,6 +12,9 @@ A workload is a package exposing one `Workload` object (see `workloads/aeria/__i
   trials are cheap (vectorised simulators); without it the core loops over `trial`.
 * `trial_metrics(cfg)` (optional) names the metrics `trial` returns, so a mistyped
   `sweep.metric` is caught before Ray starts.
+* `resource_requests(cfg, kind)` (optional) lists what `run` (kind "run") or one `trial` (kind
+  "trial") holds on Ray at once, as `ResourceRequest`s, so a request a local Ray can never
+  grant fails before Ray starts instead of waiting for ever (`preflight.check_fits_local`).
 
 `cfg` is the validated, typed experiment (`cfg.seed`, `cfg.section` is the workload's own
 dataclass). Workload algorithms stay plain functions; only `run`/`trial` see the context.
@@ -36,6 +39,7 @@ class Workload:
     trial: Optional[Callable[[Any, "TrialContext"], Metrics]] = None
     trial_batch: Optional[Callable[[Sequence[Any], "TrialContext"], list[Metrics]]] = None
     trial_metrics: Optional[Callable[[Any], Sequence[str]]] = None  # names trial() returns
+    resource_requests: Optional[Callable[[Any, str], Sequence["ResourceRequest"]]] = None
     description: str = ""
 
     def evaluate_batch(self, cfgs: Sequence[Any], ctx: "TrialContext") -> list[Metrics]:
@@ -45,6 +49,39 @@ class Workload:
         if self.trial is None:
             raise TypeError(f"workload {self.name!r} cannot be swept: it defines no trial()")
         return [self.trial(c, ctx) for c in cfgs]
+
+
+FILL = 0  # ResourceRequest.count: as many as the room allows, at least one (DevicePool's sizing)
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """`count` bundles of `cpus`/`gpus` each that the work holds on Ray at the same time.
+
+    Ray starts an actor or task only once a node has its whole bundle free, and a Ray Train
+    worker group (a placement group) or an actor pool whose rounds wait on every actor needs all
+    its bundles at once; on a local Ray, one node, they must fit together. Requests with the same
+    `phase` are held together (prince's device pool beside its edge servers); phases come one
+    after another. The keys name the knobs a fix lowers ("" where none sets it).
+    """
+
+    what: str                 # who holds it, in words: "Ray Train workers"
+    cpus: float = 0.0         # per bundle
+    gpus: float = 0.0         # per bundle
+    count: int = 1            # bundles held at once; FILL: sized to the cluster like DevicePool
+    cpus_key: str = ""        # e.g. "deepfusion.run.ep_cpus_per_worker"
+    gpus_key: str = ""        # e.g. "deepfusion.run.task_gpus"
+    count_key: str = ""       # e.g. "deepfusion.run.ep_workers"
+    phase: str = ""           # "": a phase of its own
+
+
+def device_pool_request(fed: Any, prefix: str, phase: str = "") -> ResourceRequest:
+    """The federated engine's actor pool (`DevicePool(fed.num_actors, fed.cpus_per_actor,
+    fed.gpus_per_actor)`); its round over every device waits on each actor that got devices."""
+    count = min(fed.num_actors, fed.num_devices) if fed.num_actors else FILL
+    return ResourceRequest("device actors", fed.cpus_per_actor, fed.gpus_per_actor, count,
+                           cpus_key=f"{prefix}.cpus_per_actor", gpus_key=f"{prefix}.gpus_per_actor",
+                           count_key=f"{prefix}.num_actors", phase=phase)
 
 
 def derive_rng(seed: int, *keys: int) -> np.random.Generator:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import checks
 from orchestrator.config import ConfigError, check_ranges, knob
 from workloads.aeria.mechanisms import MECHANISMS
 from workloads.aeria.profiles import DEFAULT_PATH, load_profiles
@@ -72,7 +73,7 @@ class AeriaConfig:
     services: list[str] = knob([], "DNN services offered; empty: every DNN in the profiles")
     service_weights: list[float] = knob([], "relative demand per service; empty: equal", ge=0)
     profiles: str = knob("", "profiles JSON; empty: the shipped workloads/aeria/profiles.json",
-                         must_exist=True)
+                         must_exist=True, kind="file")
     mechanisms: list[str] = knob(list(MECHANISMS), "mechanisms to compare", choices=MECHANISMS)
     values: ValueConfig = knob(factory=ValueConfig)
     users: UserConfig = knob(factory=UserConfig)
@@ -110,7 +111,7 @@ class AeriaConfig:
         if not path.exists():
             raise ConfigError("profiles", f"no profile table at {path}",
                               "run `python -m workloads.aeria.profiling` or set aeria.profiles")
-        known = list(load_profiles(path))
+        known = checked_profiles(path)
         for i, name in enumerate(self.services):
             if name not in known:
                 raise ConfigError(f"services[{i}]", f"'{name}' is not in {path.name}",
@@ -121,3 +122,28 @@ class AeriaConfig:
                               f"{count} services", "give one weight per service, or none")
         if self.service_weights and sum(self.service_weights) <= 0:
             raise ConfigError("service_weights", "all weights are 0", "give a positive weight")
+
+
+PROFILE_SHAPE = ("a profiles JSON as `python -m workloads.aeria.profiling` writes it: {\"dnns\": "
+                 "{name: {dataset, input_bytes, layers: [{name, flops, out_bytes, cpu_ms}], "
+                 "exits: [{after_layer, head_flops, accuracy}]}}}")
+
+
+def checked_profiles(path: Path) -> list[str]:
+    """The DNN names of a profile table that parses in full, so a folder, a non-JSON file or a
+    JSON of another shape fails here (key 'profiles') rather than as a KeyError in a trial."""
+    raw = checks.read_json("profiles", path, PROFILE_SHAPE)
+    if not isinstance(raw.get("dnns"), dict) or not raw["dnns"]:
+        raise ConfigError("profiles", f"{path} has no DNN profiles under 'dnns'",
+                          f"give {PROFILE_SHAPE}")
+    try:
+        profiles = load_profiles(path)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        what = f"no field {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ConfigError("profiles", f"{path} is not a profile table: {what}",
+                          f"give {PROFILE_SHAPE}") from None
+    for name, p in profiles.items():
+        if not (p.num_layers and p.num_exits):
+            raise ConfigError("profiles", f"{path}: DNN '{name}' has no layers or no exits",
+                              f"give {PROFILE_SHAPE}")
+    return list(profiles)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from orchestrator.workload import ResourceRequest
 from workloads.aeria import plots
 from workloads.aeria.config import AeriaConfig
 from workloads.aeria.market import Market, generate_market, value_median
@@ -149,6 +150,12 @@ def trial_batch(cfgs: Sequence[Any], ctx: Any) -> list[dict[str, float]]:
             markets[key] = build_market(a, a.num_users, seed)
         out.append(_trial_metrics(a, markets[key], seed))
     return out
+
+
+# --------------------------------------------------------------------------- resources
+def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
+    """`run` evaluates its markets as 1-CPU Ray tasks (`ctx.map`); a trial starts nothing."""
+    return [] if kind == "trial" else [ResourceRequest("a market task", cpus=1.0)]
 
 
 # --------------------------------------------------------------------------- run

@@ -19,11 +19,11 @@ See README.md here for what is the paper's and what is ours.
 """
 from orchestrator.workload import Workload
 from workloads.deepfusion.config import DeepFusionConfig
-from workloads.deepfusion.workload import run, trial, trial_metrics
+from workloads.deepfusion.workload import resource_requests, run, trial, trial_metrics
 
 WORKLOAD = Workload(
     name="deepfusion", config_cls=DeepFusionConfig, run=run, trial=trial,
-    trial_metrics=trial_metrics,
+    trial_metrics=trial_metrics, resource_requests=resource_requests,
     description="one-shot federated KD of heterogeneous on-device LLMs into an MoE (DeepFusion) "
                 "vs centralized, FedJETS, FedMKT, OFA-KD and the no-VAA ablation")
 

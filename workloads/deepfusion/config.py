@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Optional
 
+from orchestrator import checks
 from orchestrator.config import ConfigError, knob
 from orchestrator.federated.config import FederationConfig
 from workloads.common.optim import OPTIMIZERS
@@ -53,7 +54,7 @@ class ModelConfig:
                            choices=MOE_FAMILIES)
     pretrained_path: Optional[str] = knob(None, "local folder with real smollm2 weights (HF layout "
                                                 "or a GGUF inside); null: all models from scratch",
-                                          must_exist=True)
+                                          must_exist=True, kind="dir")
     pretrained_gguf_file: Optional[str] = knob(None, "GGUF file name inside pretrained_path")
     dtype_bytes: int = knob(4, "bytes per parameter for |m_n| and memory estimates (2: bf16)",
                             choices=(1, 2, 4))
@@ -64,6 +65,9 @@ class ModelConfig:
         if self.pretrained_gguf_file and not self.pretrained_path:
             raise ConfigError("pretrained_gguf_file", "given without pretrained_path",
                               "set models.pretrained_path to the folder holding it")
+        if self.pretrained_path:
+            checks.hf_model_folder("pretrained_path", self.pretrained_path,
+                                   self.pretrained_gguf_file or "", "pretrained_gguf_file")
 
 
 @dataclass
@@ -218,6 +222,20 @@ class DeepFusionConfig:
                               f"set num_experts >= {len(types)} or list fewer device_models")
         self._check_positions()
         self._check_records()
+        self._check_autoep_packages()
+
+    def _check_autoep_packages(self) -> None:
+        """An installed transformers/DeepSpeed pair AutoEP breaks on fails here, not at Phase III."""
+        from importlib.metadata import version
+
+        from orchestrator.train import autoep_incompatibility
+
+        if set(self.run.ep_methods) & set(self.run.methods):
+            problem = autoep_incompatibility(version("transformers"), version("deepspeed"))
+            if problem:
+                raise ConfigError("run.ep_methods", problem.split("; ")[0],
+                                  problem.split("; ", 1)[1] + ", or set run.ep_methods=[] to "
+                                  "tune every MoE in one Ray task")
 
     def _check_positions(self) -> None:
         """GPT-2's learned positions stop at n_positions: a longer block fails inside Ray."""

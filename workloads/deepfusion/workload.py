@@ -12,7 +12,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from workloads.deepfusion.config import DeepFusionConfig
+from orchestrator.workload import ResourceRequest, device_pool_request
+from workloads.deepfusion.config import KD_METHODS, DeepFusionConfig
 from workloads.deepfusion.pipeline import prepare, run_methods
 
 FINAL = ("log_ppl", "ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes")
@@ -128,3 +129,23 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
             **{f"{k}_{m}": row[k] for m, row in rows.items() for k in FINAL}}
 
 
+# --------------------------------------------------------------------------- resources
+def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
+    """What `run` and `trial` (the same methods) hold on Ray, phase by phase: the device pool
+    (Phase 0, FedJETS), the Phase II / in-process Phase III tasks, the Ray Train worker group.
+    GPU defaults as `pipeline.task_gpus` and `_ep_run` resolve them on a local Ray."""
+    c, key = cfg.deepfusion, "deepfusion.run"
+    r, gpus = c.run, cfg.ray.num_gpus
+    kd = [m for m in r.methods if m in KD_METHODS]
+    out = [device_pool_request(c.federation, "deepfusion.federation")] \
+        if kd or "fedjets" in r.methods else []
+    if kd:
+        task_gpus = r.task_gpus if r.task_gpus is not None else float(gpus > 0)
+        out.append(ResourceRequest("a distillation or tuning task", 1.0, task_gpus,
+                                   gpus_key=f"{key}.task_gpus"))
+    if "centralized" in r.methods or any(m in r.ep_methods for m in kd):  # centralized: always
+        use_gpu = r.use_gpu if r.use_gpu is not None else gpus >= r.ep_workers
+        out.append(ResourceRequest("Ray Train workers", r.ep_cpus_per_worker, float(use_gpu),
+                                   r.ep_workers, cpus_key=f"{key}.ep_cpus_per_worker",
+                                   gpus_key=f"{key}.use_gpu", count_key=f"{key}.ep_workers"))
+    return out

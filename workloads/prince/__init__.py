@@ -20,10 +20,11 @@ Orchestration (Ray, MLflow; only these see the run context):
 """
 from orchestrator.workload import Workload
 from workloads.prince.config import PrinceConfig
-from workloads.prince.workload import run, trial, trial_metrics
+from workloads.prince.workload import resource_requests, run, trial, trial_metrics
 
 WORKLOAD = Workload(
     name="prince", config_cls=PrinceConfig, run=run, trial=trial, trial_metrics=trial_metrics,
+    resource_requests=resource_requests,
     description="multi-tenant split federated fine-tuning (ViT, BERT, Whisper, LLaMA) with "
                 "Stackelberg pricing (PRINCE) vs uniform, independent, random, biased, full")
 

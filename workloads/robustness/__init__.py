@@ -21,11 +21,11 @@ See README.md here for what is the paper's and what is ours.
 """
 from orchestrator.workload import Workload
 from workloads.robustness.config import RobustnessConfig
-from workloads.robustness.workload import run, trial, trial_metrics
+from workloads.robustness.workload import resource_requests, run, trial, trial_metrics
 
 WORKLOAD = Workload(
     name="robustness", config_cls=RobustnessConfig, run=run, trial=trial,
-    trial_metrics=trial_metrics,
+    trial_metrics=trial_metrics, resource_requests=resource_requests,
     description="adversarial (AdvGLUE, ANLI) and OOD (Flipkart, DDXPlus) robustness and "
                 "adversarial translation of stored ChatGPT answers, local and HTTP models")
 

@@ -9,13 +9,16 @@ variable that holds the key, and the key is read from the environment when the r
 """
 from __future__ import annotations
 
+import csv
+import functools
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.config import ConfigError, knob
+from orchestrator import checks
+from orchestrator.config import ConfigError, knob, text_problem
 from workloads.robustness import backends
 from workloads.robustness.stored import ANSWER_COLUMNS
 from workloads.robustness.tasks import TASKS, RENDER_STYLES
@@ -85,9 +88,12 @@ class ModelConfig:
             missing = backends.missing_package(self.path, self.kind)
             if missing and not self.optional:
                 raise ConfigError("path", missing, "or set optional: true to skip this model")
-        elif not Path(self.path).expanduser().is_dir():
+        elif not Path(self.path).expanduser().exists():
             raise ConfigError("path", f"no model folder at {self.path}",
                               f"a local folder or one of: {', '.join(backends.BUILTIN_PATHS)}")
+        else:  # local_models reads gguf_file for generative models only
+            gguf = self.gguf_file if self.kind == "generative" else ""
+            checks.hf_model_folder("path", self.path, gguf, "gguf_file")
 
     def _validate_http(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -165,7 +171,7 @@ class RobustnessConfig:
                                      "paper's), char, or auto (jieba if installed)",
                              choices=ZH_TOKENIZERS)
     cache_dir: str = knob(".orchestrator/cache/robustness", "where fine-tuned baselines are kept "
-                                                            "between runs")
+                                                            "between runs", kind="dir")
 
     def validate(self) -> None:
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
@@ -179,9 +185,7 @@ class RobustnessConfig:
             if task not in TASKS:
                 raise ConfigError(f"data_paths.{task}", "unknown task",
                                   f"known: {', '.join(TASKS)}")
-            if not Path(path).expanduser().is_file():
-                raise ConfigError(f"data_paths.{task}", f"no such file: {path}",
-                                  f"give {TASKS[task].file_format}")
+            check_data_file(task, path)
         for i, m in enumerate(self.models):
             if not [t for t in self.tasks_of(m)]:
                 raise ConfigError(f"models[{i}].tasks", f"model '{m.name}' has no task to run "
@@ -192,3 +196,31 @@ class RobustnessConfig:
         if model.tasks:
             return [t for t in self.tasks if t in model.tasks]
         return [t for t in self.tasks if not backends.unsupported(model, TASKS[t])]
+
+
+def check_data_file(task: str, path: str) -> None:
+    """A user's copy of a task's data must be what the task's reader takes, with rows: read it
+    once here (cached per file version), so a folder, a non-UTF-8 or non-JSON file, a JSON of
+    another shape or an empty table fails before Ray starts, naming `data_paths.<task>`."""
+    key, expected = f"data_paths.{task}", TASKS[task].file_format
+    file = checks.require_file(key, path, expected)
+    stat = file.stat()
+    problem = _data_problem(task, str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    if problem:
+        raise ConfigError(key, f"{path} {problem}", f"give {expected}")
+
+
+@functools.lru_cache(maxsize=32)
+def _data_problem(task: str, path: str, mtime_ns: int, size: int) -> str | None:
+    """Why the task's reader cannot take this file version, or None."""
+    problem = text_problem(Path(path).read_bytes())
+    if problem:
+        return problem
+    try:
+        rows = TASKS[task].load(path)
+    except KeyError as err:
+        return f"is not {TASKS[task].file_format}: no field {err}"
+    except (ValueError, TypeError, AttributeError, IndexError, csv.Error) as err:
+        why = str(err).splitlines()[0].removeprefix(f"{path}: ")
+        return f"is not {TASKS[task].file_format}: {why}"
+    return None if rows else "has no rows"

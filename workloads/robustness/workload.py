@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workloads.robustness.backends import BackendSpec, Secret, parse_style
+from orchestrator.workload import ResourceRequest
+from workloads.robustness.backends import BackendSpec, Secret, missing_package, parse_style
 from workloads.robustness.evaluate import Job, evaluate, plan_jobs
 from workloads.robustness.report import bad_cases, headline, score_job, table_figure, tables
 
@@ -163,4 +164,21 @@ def _trial_metrics(jobs: list[Job], zh_tokenizer: str) -> dict[str, float]:
             out[f"mean_{metric}"] = sum(vals) / len(vals)
     for m in (m for n, m in per.items() if kinds[n].kind == "translation"):
         out.update(bleu=m["bleu"], gleu=m["gleu"], meteor=m["meteor"])
+    return out
+
+
+# --------------------------------------------------------------------------- resources
+def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
+    """Each model's pool of Ray actors, all of whose workers must run for its batches to end
+    (`evaluate.Pool`); a pool frees its resources once done, so pools are phases of their own.
+    `trial` evaluates the first model only; optional models `plan_jobs` skips hold nothing."""
+    models = cfg.robustness.models[:1] if kind == "trial" else cfg.robustness.models
+    out = []
+    for i, m in enumerate(models):
+        skipped = m.path in ("smollm2", "minilm-sst2") and missing_package(m.path, m.kind)
+        if m.n_workers and not skipped:
+            key = f"robustness.models[{i}]"
+            out.append(ResourceRequest(f"workers of model '{m.name}'", m.cpus, m.num_gpus,
+                                       m.n_workers, cpus_key=f"{key}.num_cpus",
+                                       gpus_key=f"{key}.num_gpus", count_key=f"{key}.workers"))
     return out
