@@ -2,6 +2,13 @@
 
 Bars draw on stderr with rich when it is a terminal; in a log (CI, `ray job submit`) each bar
 writes a plain line at most every 10 % so that a long run still shows where it is.
+
+On a terminal, log records are written through the same console as the bars (`setup_logging`):
+rich then prints each record above a live bar and redraws the bar below it. A handler that wrote
+to stderr itself would put the record after the bar's last frame, on the bar's own line, and
+leave that frame (its elapsed time frozen) behind in the scrollback for every record.
+The bars refresh on their own (rich's refresh thread, 10 times a second), so the elapsed column
+moves while the driver waits (a `ray.get`, a `ray.wait`, a Tune loop).
 """
 from __future__ import annotations
 
@@ -14,8 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console()               # stdout: results tables and the final summary
-_err = Console(stderr=True)       # stderr: live bars
+_err = Console(stderr=True)       # stderr: live bars, and log records on a terminal
 log = logging.getLogger("orchestrator.progress")
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class _PlainBar:
@@ -33,6 +41,9 @@ class _PlainBar:
 
 
 class _RichBar:
+    """One task of a live rich `Progress`; it holds a refresh thread and locks, so it cannot be
+    pickled: whatever Ray or Tune pickles (a Tune callback, a task's arguments) must not hold it."""
+
     def __init__(self, progress: Progress, task: int):
         self._progress, self._task = progress, task
 
@@ -48,16 +59,30 @@ def progress(total: int, description: str) -> Iterator[_RichBar | _PlainBar]:
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=_err, transient=False) as bar:
+    with Progress(*columns, console=_err, transient=False, auto_refresh=True) as bar:
         yield _RichBar(bar, bar.add_task(description, total=total))
 
 
+class _ConsoleHandler(logging.Handler):
+    """Writes records through the stderr console, so that they print above a live bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _err.print(self.format(record), markup=False, highlight=False, emoji=False,
+                       soft_wrap=True)
+        except Exception:  # noqa: BLE001 (logging's contract: report, never raise)
+            self.handleError(record)
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Our logs at INFO (DEBUG with -v); the libraries' chatter at WARNING."""
+    """Our logs at INFO (DEBUG with -v); the libraries' chatter at WARNING. On a terminal the
+    records go through the bars' console; elsewhere (CI, `ray job submit`) to stderr as plain
+    lines."""
     import os
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = _ConsoleHandler() if _err.is_terminal else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("ray", "mlflow", "alembic", "urllib3", "filelock", "matplotlib", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

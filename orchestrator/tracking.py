@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import re
+import shlex
 import socket
 import subprocess
 import time
@@ -53,14 +54,109 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri[len(prefix):]).expanduser().resolve() if uri.startswith(prefix) else None
 
 
-def check_store(uri: str) -> None:
-    """Fail before anything starts if a SQLite store's folder does not exist."""
-    db = sqlite_file(uri)
-    if db is not None:
-        folder = db.parent
-        if not folder.is_dir():
-            raise ConfigError("mlflow.tracking_uri", f"folder {folder} does not exist",
-                              "create it or use sqlite:///mlflow.db")
+def check_store(uri: str, probe: bool = False) -> None:
+    """Fail before anything starts on a store MLflow cannot open or create: an unknown scheme, a
+    SQLite file whose folder is missing (or that is a folder), a file store MLflow refuses, an
+    http(s) server address that is malformed (or, with `probe`, where nothing answers)."""
+    problem = store_problem(uri, probe, reading=False)
+    if problem:
+        via = " (from MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") else ""
+        raise ConfigError("mlflow.tracking_uri", problem[0] + via, problem[1])
+
+
+def store_problem(uri: str, probe: bool, reading: bool) -> tuple[str, str] | None:
+    """(what is wrong, the fix) with the store `uri`, or None. `reading`: the store must already
+    exist (`compare` reads; it must never create an empty store, or a file store's folders)."""
+    scheme = _store_scheme(uri)
+    if scheme is None:
+        return (f"'{uri}' is not a store MLflow knows",
+                "use sqlite:///path/to/mlflow.db, http(s)://host:port or postgresql://...")
+    if scheme == "sqlite":
+        return _sqlite_problem(sqlite_file(uri), reading)
+    if scheme in ("", "file"):
+        return _file_store_problem(uri, reading)
+    if scheme in ("http", "https"):
+        return _server_problem(uri, probe)
+    return None
+
+
+def _store_scheme(uri: str) -> str | None:
+    """The scheme MLflow picks a store by ("" for a path), or None when it has no store for it
+    (asked of MLflow's own registry, so plugin stores count)."""
+    from mlflow.utils.uri import get_uri_scheme
+
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as stores
+    except ImportError:  # a private name: where it moved, MLflow itself will tell
+        stores = None
+    try:
+        if stores is not None:
+            stores.get_store_builder(uri)
+    except Exception:  # noqa: BLE001 - its exception type differs between MLflow versions
+        return None
+    return uri if uri in ("databricks", "databricks-uc", "uc") else get_uri_scheme(uri)
+
+
+SQLITE_FIX = "give the path of an existing MLflow SQLite store, e.g. sqlite:///mlflow.db"
+
+
+def _sqlite_problem(db: Path | None, reading: bool) -> tuple[str, str] | None:
+    if db is None:
+        return "a SQLite store is written sqlite:///path/to/mlflow.db", SQLITE_FIX
+    if db.is_dir():
+        return f"{db} is a folder, not a SQLite file", SQLITE_FIX
+    if reading and not db.is_file():
+        return (f"no MLflow store at {db}", "run `compare` in the directory where you ran "
+                "`run`, or pass --tracking-uri")
+    if reading:
+        return _not_mlflow_sqlite(db)
+    if not db.parent.is_dir():
+        return f"folder {db.parent} does not exist", "create it or use sqlite:///mlflow.db"
+    return None
+
+
+def _not_mlflow_sqlite(db: Path) -> tuple[str, str] | None:
+    """Opened read-only: MLflow itself would add its tables to any SQLite file it is given."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            found = con.execute("select 1 from sqlite_master where type = 'table' and "
+                                "name = 'experiments'").fetchone()
+    except sqlite3.Error as err:
+        return f"{db} is not a SQLite database ({err})", SQLITE_FIX
+    return None if found else (f"{db} is a SQLite file without MLflow's tables", SQLITE_FIX)
+
+
+def _file_store_problem(uri: str, reading: bool) -> tuple[str, str] | None:
+    """MLflow 3's file store opens only with MLFLOW_ALLOW_FILE_STORE=true, and creates its
+    folders when it opens: reading one that is not there would leave an empty store behind."""
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    if path.is_file():
+        return (f"{path} is a file, not a store", f"a SQLite store is written sqlite:///{path}")
+    if reading and not any(path.glob("*/meta.yaml")):
+        return f"no MLflow store at {path}", SQLITE_FIX
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+        return (f"'{uri}' names a folder (MLflow's file store), which MLflow 3 no longer opens",
+                "use sqlite:///mlflow.db (`mlflow migrate-filestore` converts a file store), "
+                "or set MLFLOW_ALLOW_FILE_STORE=true")
+    return None
+
+
+def _server_problem(uri: str, probe: bool) -> tuple[str, str] | None:
+    from urllib.parse import urlsplit
+
+    from orchestrator.preflight import split_host_port, unreachable
+
+    netloc = urlsplit(uri).netloc.rpartition("@")[2]
+    fix = "start the MLflow server (docs/cluster-jobs.md) or give its URL, e.g. " \
+          "http://127.0.0.1:5000"
+    try:
+        host, port = split_host_port(netloc, port_required=False)
+    except ValueError as err:
+        return f"'{uri}' is not a server URL: {err}", fix
+    why = unreachable(host, port or (443 if uri.startswith("https") else 80)) if probe else None
+    return (f"no MLflow server at {uri}: {why}", fix) if why else None
 
 
 def _client(uri: str):
@@ -149,10 +245,12 @@ class RunTracker:
 
 
 @contextlib.contextmanager
-def parent_run(cfg: Any, config_path: str, kind: str,
-               resume_run_id: str | None = None) -> Iterator[RunTracker]:
+def parent_run(cfg: Any, config_path: str, kind: str, resume_run_id: str | None = None,
+               overrides: Sequence[str] = ()) -> Iterator[RunTracker]:
     """Open the invocation's parent run (or reopen `resume_run_id`) and log what makes it
-    reproducible: config as params and YAML, git commit, package versions."""
+    reproducible: config as params and YAML, git commit, package versions, and the command
+    line's `overrides` (tag `orchestrator.overrides`). Unless `mlflow.run_name` is set, the run
+    is named by `default_run_name`, so that runs of one experiment differ in the MLflow UI."""
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     client = _client(uri)
     experiment_id = _experiment_id(client, experiment_name(cfg, config_path), uri,
@@ -165,11 +263,11 @@ def parent_run(cfg: Any, config_path: str, kind: str,
             tracker.set_tags({"orchestrator.resumed": "true", PROCESS_TAG: process_identity()})
             yield tracker
         return
-    run_name = cfg.mlflow.run_name or f"{Path(config_path).stem}-{kind}"
+    run_name = cfg.mlflow.run_name or default_run_name(config_path, kind, overrides)
     run = client.create_run(experiment_id, run_name=run_name, tags={
         KIND_TAG: kind, ROLE_TAG: "parent", "orchestrator.workload": cfg.workload,
         "orchestrator.config_path": str(config_path), "mlflow.source.git.commit": git_commit(),
-        PROCESS_TAG: process_identity()})
+        PROCESS_TAG: process_identity(), OVERRIDES_TAG: shlex.join(redacted(overrides))})
     tracker = RunTracker(client, run.info.run_id, experiment_id)
     with tracker.finishing():
         tracker.log_params(to_dict(cfg))
@@ -177,6 +275,34 @@ def parent_run(cfg: Any, config_path: str, kind: str,
         tracker.log_text(json.dumps(package_versions(), indent=2), "versions.json")
         tracker.set_tags({f"version.{k}": v for k, v in package_versions().items()})
         yield tracker
+
+
+OVERRIDES_TAG = "orchestrator.overrides"  # the command line's overrides, shell-quoted
+RUN_NAME_CHARS = 100                      # what the MLflow UI's run list shows without cropping
+_WHERE_NOT_WHAT = ("mlflow.", "state_dir=", "ray.")  # where it ran: left out of the name
+
+
+def default_run_name(config_path: str, kind: str, overrides: Sequence[str] = (),
+                     now: float | None = None) -> str:
+    """`quickstart-run 2026-12-05 09:41 seed=3 aeria.user_counts=[500,5000]`: the experiment
+    file, the kind, the local start time, then what the command line changed (each override cut
+    to 40 characters; where it ran, `mlflow.*`, `ray.*`, `state_dir`, left to the tag), the whole
+    cut to RUN_NAME_CHARS."""
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
+    changed = [o if len(o) <= 40 else o[:39] + "…" for o in redacted(overrides)
+               if not o.startswith(_WHERE_NOT_WHAT)]
+    name = " ".join([f"{Path(config_path).stem}-{kind}", stamp, *changed])
+    return name if len(name) <= RUN_NAME_CHARS else name[:RUN_NAME_CHARS - 1] + "…"
+
+
+def redacted(overrides: Sequence[str]) -> list[str]:
+    """Overrides with secret-looking keys' values masked, as `log_params` masks params."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        out.append(f"{key}{sep}***" if sep and SECRET_KEY.search(key.rsplit(".", 1)[-1])
+                   else override)
+    return out
 
 
 # --------------------------------------------------------------------------- orphaned runs
@@ -267,14 +393,27 @@ def ui_command(cfg_uri: str) -> str:
 
 
 # --------------------------------------------------------------------------- reading back
-def latest_children(uri: str, experiment: str) -> tuple[dict, list[dict]]:
-    """The latest parent run of `experiment` and its children as rows: name, status, metrics."""
+def latest_children(uri: str, experiment: str,
+                    source: str = "--tracking-uri") -> tuple[dict, list[dict]]:
+    """The latest parent run of `experiment` and its children as rows: name, status, metrics.
+
+    Reading never writes: a store that is not there, not MLflow's, or not answering is one
+    BadInput naming `source` (the flag or variable the URI came from)."""
     db = sqlite_file(uri)
     uri = f"sqlite:///{db}" if db is not None else uri
-    if db is not None and not db.is_file():  # never create an empty store just to read it
-        raise BadInput(f"no MLflow store at {db}: run `compare` in the directory where you ran "
-                       "`run`, or pass --tracking-uri")
-    client = _client(uri)
+    problem = store_problem(uri, probe=True, reading=True)
+    if problem:
+        raise BadInput(f"{source} {uri}: {problem[0]}; {problem[1]}")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _latest_children(_client(uri), uri, experiment)
+    except MlflowException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInput(f"{source} {uri}: MLflow cannot read it: {first}") from None
+
+
+def _latest_children(client: Any, uri: str, experiment: str) -> tuple[dict, list[dict]]:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")

@@ -175,7 +175,12 @@ def _tune_callback_base() -> type:
 
 
 class TrialRecorder(_tune_callback_base()):
-    """Tune callback (driver side): a child run per trial with its params, metrics and batch."""
+    """Tune callback (driver side): a child run per trial with its params, metrics and batch.
+
+    Tune runs this object in the driver but also pickles it (into `tuner.pkl`, for
+    `Tuner.restore`); the progress bar is live state of this process (on a terminal a rich
+    `Progress` with its refresh thread and locks), so the pickled copy leaves it out.
+    """
 
     def __init__(self, parent: Any, metric: str, bar: Any):
         self.parent, self.metric, self.bar = parent, metric, bar
@@ -183,6 +188,13 @@ class TrialRecorder(_tune_callback_base()):
         self.last: dict[str, dict] = {}        # trial id -> its latest reported result
         self.rows: list[dict] = []             # one per trial: its best configuration
         self.configurations: list[dict] = []   # every configuration evaluated, batches unrolled
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "bar": None}
+
+    def _advance(self) -> None:
+        if self.bar is not None:  # None in a copy unpickled from tuner.pkl
+            self.bar.advance()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         child = self.parent.start_child(f"trial-{len(self.children):04d}", kind="trial")
@@ -208,13 +220,13 @@ class TrialRecorder(_tune_callback_base()):
         name = child.client.get_run(child.run_id).info.run_name
         self.rows.append({"trial": name, **best, **metrics})
         self.configurations += [{"trial": name, **row} for row in batch]
-        self.bar.advance()
+        self._advance()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _read(getattr(trial, "error_file", None)) or "trial failed (no error file)"
         self.children[trial.trial_id].log_params(trial.config)
         self.children[trial.trial_id].end("FAILED", error)
-        self.bar.advance()
+        self._advance()
 
 
 _TUNE_BOOKKEEPING = ("training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",

@@ -1,11 +1,15 @@
 """The MLflow wrapper: nesting, params, tables, and runs that fail."""
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from mlflow import MlflowClient
 
 from orchestrator.config import load_experiment
-from orchestrator.tracking import PARENT_TAG, latest_children, parent_run, rows_to_csv
+from orchestrator.tracking import (OVERRIDES_TAG, PARENT_TAG, default_run_name, latest_children,
+                                   parent_run, rows_to_csv)
 from tests.conftest import QUICKSTART, store
 
 
@@ -63,3 +67,37 @@ def test_secret_looking_params_are_redacted(cfg):
 
 def test_rows_to_csv_unions_columns_in_first_seen_order():
     assert rows_to_csv([{"a": 1}, {"b": 2, "a": 3}]).splitlines() == ["a,b", "1,", "3,2"]
+
+
+def test_parent_runs_are_named_by_file_kind_time_and_overrides_and_tagged_with_them(cfg):
+    """Every aeria parent used to be `quickstart-run`: runs could not be told apart in the UI."""
+    with parent_run(cfg, str(QUICKSTART), "run",
+                    overrides=["seed=3", "aeria.user_counts=[500,5000]"]) as first:
+        pass
+    with parent_run(cfg, str(QUICKSTART), "run", overrides=["seed=4"]) as second:
+        pass
+    client = MlflowClient(store())
+    one, two = (client.get_run(p.run_id) for p in (first, second))
+    assert re.fullmatch(r"quickstart-run \d{4}-\d\d-\d\d \d\d:\d\d seed=3 "
+                        r"aeria\.user_counts=\[500,5000\]", one.info.run_name)
+    assert one.info.run_name != two.info.run_name
+    assert one.data.tags[OVERRIDES_TAG] == "seed=3 'aeria.user_counts=[500,5000]'"  # pasteable
+    assert two.data.tags[OVERRIDES_TAG] == "seed=4"
+
+
+def test_a_run_name_set_in_the_config_wins(workdir):
+    cfg = load_experiment(QUICKSTART, ["mlflow.experiment=unit", "mlflow.run_name=baseline"])
+    with parent_run(cfg, str(QUICKSTART), "run", overrides=["mlflow.run_name=baseline"]) as p:
+        pass
+    assert MlflowClient(store()).get_run(p.run_id).info.run_name == "baseline"
+
+
+def test_a_default_run_name_leaves_out_where_it_ran_masks_secrets_and_stays_short():
+    name = default_run_name("experiments/robustness/quickstart.yaml", "sweep", [
+        "mlflow.tracking_uri=sqlite:////tmp/x/mlflow.db", "state_dir=/tmp/x", "ray.num_cpus=4",
+        "backend.api_key=sk-123", "robustness.models=[{name: tiny, kind: generative, path: tiny}]",
+        *[f"sweep.num_samples={i}" for i in range(10)]], now=0)
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(0))
+    assert name.startswith(f"quickstart-sweep {stamp} backend.api_key=*** robustness.models=[{{")
+    assert "/tmp" not in name and "ray." not in name and "sk-123" not in name
+    assert len(name) == 100 and name.endswith("…")
