@@ -63,3 +63,22 @@ def local_ray():
     start_local_ray(RayConfig(num_cpus=2))
     yield
     ray.shutdown()
+
+
+def refuse_starts(monkeypatch, record: list[str], *, mlflow_runs: bool = True) -> None:
+    """Make starting Ray (and, with `mlflow_runs`, opening an MLflow parent run) record its name
+    in `record` and raise: bad-input tests then fail in a second instead of waiting on Ray."""
+    import ray
+
+    from orchestrator import runtime, tracking
+
+    def refuse(name):
+        def start(*args, **kwargs):
+            record.append(name)
+            raise RuntimeError(f"{name} must not start on bad input")
+        return start
+
+    monkeypatch.setattr(ray, "init", refuse("ray.init"))
+    monkeypatch.setattr(runtime, "ray_session", refuse("ray_session"))
+    if mlflow_runs:
+        monkeypatch.setattr(tracking, "parent_run", refuse("parent_run"))

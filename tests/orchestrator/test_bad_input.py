@@ -14,7 +14,7 @@ import re
 import pytest
 
 from orchestrator.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, refuse_starts
 
 EXPERIMENTS = REPO / "experiments"
 ROBUSTNESS_SWEEP = ["sweep.metric=mean_accuracy"]   # the quickstart, swept (needs no SmolLM2)
@@ -348,19 +348,6 @@ def files(tmp_path, monkeypatch) -> dict:
 @pytest.fixture
 def guard(monkeypatch) -> list[str]:
     """Record (and refuse) any attempt to start Ray or open an MLflow run."""
-    import ray
-
-    from orchestrator import runtime, tracking
-
     started: list[str] = []
-
-    def refuse(name):
-        def start(*args, **kwargs):
-            started.append(name)
-            raise RuntimeError(f"{name} must not start on bad input")
-        return start
-
-    monkeypatch.setattr(ray, "init", refuse("ray.init"))
-    monkeypatch.setattr(runtime, "ray_session", refuse("ray_session"))
-    monkeypatch.setattr(tracking, "parent_run", refuse("parent_run"))
+    refuse_starts(monkeypatch, started)
     return started

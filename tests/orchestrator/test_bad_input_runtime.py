@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, refuse_starts
 
 EXPERIMENTS = REPO / "experiments"
 TINY = "{name: tiny, kind: generative, path: tiny, max_examples: 4"  # a built-in local model
@@ -292,17 +292,8 @@ def starting_ray_fails_fast(monkeypatch):
     config loader and MLflow run unchanged."""
     import ray
 
-    from orchestrator import runtime
-
     RAY_STARTS.clear()
     RAY_WAS_UP[0] = ray.is_initialized()
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
 
-    def refuse(name):
-        def start(*args, **kwargs):
-            RAY_STARTS.append(name)
-            raise RuntimeError(f"{name} on bad input")
-        return start
-
-    monkeypatch.setattr(ray, "init", refuse("ray.init"))
-    monkeypatch.setattr(runtime, "ray_session", refuse("ray_session"))
+    refuse_starts(monkeypatch, RAY_STARTS, mlflow_runs=False)

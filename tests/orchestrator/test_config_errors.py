@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from tests.conftest import QUICKSTART
+from tests.conftest import QUICKSTART, refuse_starts
 
 SWEEP = str(Path(QUICKSTART).with_name("sweep.yaml"))
 
@@ -107,18 +107,5 @@ STARTED: list[str] = []
 @pytest.fixture(autouse=True)
 def forbid_starting_anything(monkeypatch):
     """Bad input must fail before Ray or MLflow are touched: record any attempt, and refuse it."""
-    import ray
-
-    from orchestrator import runtime, tracking
-
     STARTED.clear()
-
-    def refuse(name):
-        def start(*args, **kwargs):
-            STARTED.append(name)
-            raise RuntimeError(f"{name} must not start on bad input")
-        return start
-
-    monkeypatch.setattr(ray, "init", refuse("ray.init"))
-    monkeypatch.setattr(runtime, "ray_session", refuse("ray_session"))
-    monkeypatch.setattr(tracking, "parent_run", refuse("parent_run"))
+    refuse_starts(monkeypatch, STARTED)
