@@ -1,15 +1,17 @@
 """Benchmark one FedAvg round on the federated engine against a plain in-process loop.
 
-    python3 bench/federated_round.py            # N = 20, 100, 1000 devices
+    python3 bench/federated_round.py            # N = 20, 100, 1000, 10000 devices
     python3 bench/federated_round.py --quick    # N = 20, 100
     python3 bench/federated_round.py --quick --flower-python /tmp/flwrenv/bin/python
 
 The same device program (a small MLP, 256 samples per device, 4 local SGD steps; see
 orchestrator/federated/reference.py) runs (a) sequentially in this process, the plain loop, and
-(b) on the engine's pool of long-lived Ray actors (one per CPU) that multiplex the devices and
-pre-aggregate. Prints the median seconds per round of each, the engine/plain ratio (target: at
-most 1.0x at N = 100 on 2 cores), and the resident memory of driver plus actors, in total and per
-simulated device (target: N = 1,000 within 2x of N = 100).
+(b) as one round of the engine's round loop (`ctx.federation`'s `Session.run` with a FedAvg
+`Strategy`: selection, instructions, the pool of long-lived Ray actors that multiplex the devices
+and pre-aggregate, aggregation, the ledger and the clock). Prints the median seconds per round of
+each, the engine/plain ratio (target: at most 0.6x at N = 100 on 2 cores), and the resident memory
+of driver plus actors, in total and per simulated device (target: N = 10,000 within 2x of
+N = 100).
 
 With `--flower-python` (or env FLOWER_PYTHON) it also runs the same work on Flower's simulation
 engine, bench/flower_round.py, in that interpreter, after the engine has shut down, and adds its
@@ -33,10 +35,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.config import RayConfig  # noqa: E402
-from orchestrator.federated.pool import DevicePool, WeightedSum, run_devices  # noqa: E402
+from orchestrator.federated.config import FederationConfig  # noqa: E402
+from orchestrator.federated.engine import Federation  # noqa: E402
+from orchestrator.federated.pool import WeightedSum, run_devices  # noqa: E402
+from orchestrator.federated.population import sample_population  # noqa: E402
+from orchestrator.federated.strategy import Strategy  # noqa: E402
 from orchestrator.federated.reference import MlpTask, initial_state, make_program  # noqa: E402
 from orchestrator.runtime import start_local_ray  # noqa: E402
 
@@ -110,8 +118,8 @@ def print_table(rows: list[tuple], flower: dict[int, dict]) -> None:
         elif flower:
             line += f" {'-':>15} {'-':>13} {'-':>14} {'-':>10}"
         print(line)
-    if len(rows) == 3:
-        print(f"memory N=1000 / N=100: {rows[2][3] / rows[1][3]:.2f}x (target <= 2x)")
+    for n, *_, rss in rows[2:]:
+        print(f"memory N={n} / N=100: {rss / rows[1][3]:.2f}x (target <= 2x at N = 10,000)")
     if flower:
         print("flower MB: peak RSS of Flower's driver plus its ClientApp actors "
               "(RSS MB: driver plus engine actors after the rounds)")
@@ -119,7 +127,7 @@ def print_table(rows: list[tuple], flower: dict[int, dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="skip N = 1000")
+    parser.add_argument("--quick", action="store_true", help="skip N = 1000 and 10000")
     parser.add_argument("--flower-python", default=os.environ.get("FLOWER_PYTHON"),
                         help="python of an environment with flwr[simulation] (env FLOWER_PYTHON)")
     parser.add_argument("--flower-max-devices", type=int, default=1000,
@@ -129,25 +137,27 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    sizes = [20, 100] if args.quick else [20, 100, 1000]
+    sizes = [20, 100] if args.quick else [20, 100, 1000, 10000]
     task = MlpTask(num_devices=max(sizes))
     state, reducer = initial_state(task), WeightedSum()
     start_local_ray(RayConfig(num_cpus=os.cpu_count()))  # as `python3 -m orchestrator run` does
-    pool = DevicePool(lambda: make_program(task))
-    actor_pids = ray.get([a.pid.remote() for a in pool.actors])
+    fed = FederationConfig(num_devices=1)
     program = make_program(task)
-    print(f"engine: {pool.size} device actors on {os.cpu_count()} CPUs; "
-          f"MLP {program.params:,d} params, {task.samples_per_device} samples/device")
     rows = []
     for n in sizes:
         devices = list(range(n))
-        plain = median_round_seconds(
-            lambda r: reducer.combine([run_devices(program, devices, state, r, 0, reducer)[0]]))
-        engine = median_round_seconds(lambda r: pool.round(devices, state, r, 0, reducer))
-        rss = rss_mb([os.getpid(), *actor_pids])
+        population = sample_population(FederationConfig(num_devices=n), np.random.default_rng(n))
+        with Federation(seed=0).session(fed, lambda: make_program(task), population) as fl:
+            if n == sizes[0]:
+                print(f"engine: {fl.pool.size} device actors on {os.cpu_count()} CPUs; MLP "
+                      f"{program.params:,d} params, {task.samples_per_device} samples/device")
+            actor_pids = ray.get([a.pid.remote() for a in fl.pool.actors])
+            plain = median_round_seconds(lambda r: reducer.combine(
+                [run_devices(program, devices, state, r, 0, reducer)[0]]))
+            engine = median_round_seconds(lambda r: fl.run(f"r{r}", Strategy(), state, 1))
+            rss = rss_mb([os.getpid(), *actor_pids])
         rows.append((n, plain, engine, rss))
         print(f"N={n}: measured", flush=True)
-    pool.shutdown()
     ray.shutdown()
     flower = {}
     if args.flower_python:

@@ -153,7 +153,7 @@ def _run_workload(cfg, workload, parent, state_dir: Path, resume: bool) -> list[
     from orchestrator.workload import RunContext
 
     ctx = RunContext(cfg=cfg, tracker=parent, progress=progress, map=runtime.parallel_map,
-                     checkpoint_dir=state_dir / "checkpoints", resume=resume)
+                     checkpoint_dir=state_dir / "checkpoints")
     ctx.checkpoint_dir.mkdir(exist_ok=True)
     return workload.run(cfg, ctx)
 

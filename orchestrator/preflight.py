@@ -12,6 +12,9 @@ import math
 import os
 import re
 import socket
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from orchestrator.config import BadInput, ConfigError, RayConfig
@@ -50,6 +53,8 @@ def check_before_start(cfg: Any, workload: Any, kind: str, about_to_run: bool = 
 def _started_in_process(cfg: RayConfig) -> RayConfig | None:
     """`cfg` with the CPUs and GPUs of the Ray this process started itself (a test's, a
     benchmark's), or None: a Ray this process only joined may grow, so it is not judged."""
+    if not ray_is_initialized():
+        return None
     import ray
     from ray._private import worker
 
@@ -145,9 +150,10 @@ def _check_listening(address: str, source: str) -> None:
 
 def _recorded_ray_address() -> str | None:
     """The address `ray start` recorded on this machine, if its Ray still answers there."""
-    from ray._private.utils import read_ray_address
-
-    address = read_ray_address()
+    try:
+        address = ray_address_file().read_text().strip()
+    except OSError:  # not there: no `ray start` on this machine (or unreadable: none to join)
+        return None
     if not address:
         return None
     try:
@@ -157,14 +163,34 @@ def _recorded_ray_address() -> str | None:
     return None if unreachable(host, port, timeout=1.0) else address
 
 
+def ray_address_file() -> Path:
+    """Where `ray start` records its address, as Ray finds it (`ray._common.utils.
+    get_ray_address_file(None)`), without importing Ray: `validate` must stay light. The test
+    tests/orchestrator/test_validate_is_light.py checks it against Ray's own."""
+    if "RAY_TMPDIR" in os.environ:
+        tmp = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        tmp = os.environ["TMPDIR"]
+    elif sys.platform.startswith(("darwin", "linux")):
+        tmp = "/tmp"
+    else:
+        tmp = tempfile.gettempdir()
+    return Path(tmp) / "ray" / "ray_current_cluster"
+
+
 def starts_local_ray(cfg: RayConfig, in_this_process: bool = True) -> bool:
     """Whether `ray_session` will start a new Ray from `cfg` (in this process, or in a fresh
     one): only then do ray.num_cpus and ray.num_gpus bound what the work gets (a joined cluster
     has its own, maybe autoscaled)."""
-    import ray
-
-    return not (_address_and_source(cfg)[0] or (in_this_process and ray.is_initialized())
+    return not (_address_and_source(cfg)[0] or (in_this_process and ray_is_initialized())
                 or _recorded_ray_address())
+
+
+def ray_is_initialized() -> bool:
+    """`ray.is_initialized()`, without importing Ray: a process that never imported it runs
+    none."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def check_fits_local(ray_cfg: RayConfig, requests: Sequence[ResourceRequest],

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 console = Console()               # stdout: results tables and the final summary
 _err = Console(stderr=True)       # stderr: live bars, and log records on a terminal
@@ -57,6 +59,8 @@ def progress(total: int, description: str) -> Iterator[_RichBar | _PlainBar]:
     if not _err.is_terminal:
         yield _PlainBar(total, description)
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=_err, transient=False, auto_refresh=True) as bar:

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from orchestrator.config import ConfigError, to_yaml
 
@@ -58,3 +58,46 @@ def last_run_id(state_dir: Path) -> str | None:
 
 def remember_run_id(state_dir: Path, run_id: str) -> None:
     (state_dir / RUN_ID_FILE).write_text(run_id)
+
+
+def digest(*parts: Any) -> str:
+    """A short stable name for a tuple of configs (dataclass reprs are deterministic)."""
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """`torch.save` to `path` through a temporary file and a rename, so a kill mid-write never
+    leaves a torn file; the temporary name is per process (concurrent sweep trials)."""
+    import torch
+
+    tmp = Path(path).with_suffix(f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = Path(path).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def cache_path(directory: Path, name: str, inputs: tuple) -> Path:
+    return Path(directory) / f"{name}-{digest(*inputs)}.pt"
+
+
+def cached(directory: Path, name: str, inputs: tuple, compute: Callable[[], Any]) -> Any:
+    """`compute()`'s result, kept in `<directory>/<name>-<digest of inputs>.pt`.
+
+    `inputs` are the config dataclasses (and plain values) the result depends on: their reprs are
+    hashed, so a changed knob anywhere inside them is a different file, never a stale hit. Loaded
+    with weights_only (tensors, arrays of numbers, plain containers)."""
+    import torch
+
+    path = cache_path(directory, name, inputs)
+    if path.exists():
+        log.info("%s loaded from %s", name, path)
+        return torch.load(path, weights_only=True)
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(out, path)
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ import socket
 import subprocess
 import time
 import traceback
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -80,21 +81,38 @@ def store_problem(uri: str, probe: bool, reading: bool) -> tuple[str, str] | Non
     return None
 
 
-def _store_scheme(uri: str) -> str | None:
-    """The scheme MLflow picks a store by ("" for a path), or None when it has no store for it
-    (asked of MLflow's own registry, so plugin stores count)."""
-    from mlflow.utils.uri import get_uri_scheme
+# The stores MLflow 3 opens without plugins (mlflow.tracking._tracking_service.utils
+# `_register_tracking_stores`; mlflow.store.db.db_types.DATABASE_ENGINES), known here so that
+# `validate` reads a URI without importing MLflow (a second). The test
+# tests/orchestrator/test_validate_is_light.py checks these against MLflow's own registry.
+BUILTIN_STORE_SCHEMES = ("", "file", "databricks", "databricks-uc", "uc", "http", "https")
+DATABASE_ENGINES = ("postgresql", "mysql", "sqlite", "mssql")  # SQLAlchemy stores
+STORE_PLUGIN_GROUP = "mlflow.tracking_store"                    # entry points of plugin stores
 
-    try:
-        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as stores
-    except ImportError:  # a private name: where it moved, MLflow itself will tell
-        stores = None
-    try:
-        if stores is not None:
-            stores.get_store_builder(uri)
-    except Exception:  # noqa: BLE001 - its exception type differs between MLflow versions
-        return None
-    return uri if uri in ("databricks", "databricks-uc", "uc") else get_uri_scheme(uri)
+
+def _store_scheme(uri: str) -> str | None:
+    """The scheme MLflow picks a store by ("" for a path), or None when it has no store for it.
+
+    Read as MLflow reads it (`TrackingStoreRegistry.get_store_builder`, `get_uri_scheme`), from
+    the built-in schemes above and the names of plugin stores' entry points, without importing
+    MLflow: a database scheme needs SQLAlchemy, may name one driver (`postgresql+psycopg2`),
+    and must be one of MLflow's engines."""
+    from urllib.parse import urlparse
+
+    if uri in ("databricks", "databricks-uc", "uc"):
+        return uri
+    scheme = urlparse(uri).scheme
+    if any(scheme.lower().startswith(db) for db in DATABASE_ENGINES):
+        engine, _, driver = scheme.partition("+")
+        if "+" in driver or engine not in DATABASE_ENGINES:
+            return None  # MLflow: "Invalid database URI" / "Invalid database engine"
+        return engine if importlib.util.find_spec("sqlalchemy") else None
+    if len(scheme) == 1 and scheme.isalpha():
+        scheme = ""  # a Windows drive letter: a path
+    if scheme in BUILTIN_STORE_SCHEMES:
+        return scheme
+    return scheme if scheme in {ep.name for ep in entry_points(group=STORE_PLUGIN_GROUP)} \
+        else None
 
 
 SQLITE_FIX = "give the path of an existing MLflow SQLite store, e.g. sqlite:///mlflow.db"

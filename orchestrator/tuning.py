@@ -21,7 +21,7 @@ import numpy as np
 from orchestrator.config import build, experiment_schema, flatten, to_dict
 from orchestrator.progress import progress
 from orchestrator.sweepspec import Dim, parse_params, with_values
-from orchestrator.workload import TrialContext
+from orchestrator.workload import RunContext
 
 log = logging.getLogger(__name__)
 BATCH_KEY = "batch"
@@ -120,7 +120,7 @@ def scheduler(name: str) -> Any:
 
 # --------------------------------------------------------------------------- inside a trial
 def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int,
-                   cache_dir: str | None = None) -> None:
+                   cache_dir: str) -> None:
     """One Tune trial: build the batch of typed configs, evaluate it, report the best."""
     from ray import tune
 
@@ -130,7 +130,7 @@ def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int,
     schema = experiment_schema(workload.name, workload.config_cls)
     batch = batch_values(flatten(config), dims, batch_size)
     cfgs = [build(schema, with_values(base, values)) for values in batch]
-    ctx = TrialContext(seed=cfgs[0].seed, cache_dir=Path(cache_dir) if cache_dir else None)
+    ctx = RunContext.for_trial(cfgs[0], Path(cache_dir))
     metrics = workload.evaluate_batch(cfgs, ctx)
     tune.report(best_of_batch(batch, metrics, base["sweep"]["metric"], base["sweep"]["mode"]))
 

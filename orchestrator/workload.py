@@ -21,7 +21,7 @@ dataclass). Workload algorithms stay plain functions; only `run`/`trial` see the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -36,13 +36,13 @@ class Workload:
     name: str
     config_cls: type
     run: Callable[[Any, "RunContext"], list[Row]]
-    trial: Optional[Callable[[Any, "TrialContext"], Metrics]] = None
-    trial_batch: Optional[Callable[[Sequence[Any], "TrialContext"], list[Metrics]]] = None
+    trial: Optional[Callable[[Any, "RunContext"], Metrics]] = None
+    trial_batch: Optional[Callable[[Sequence[Any], "RunContext"], list[Metrics]]] = None
     trial_metrics: Optional[Callable[[Any], Sequence[str]]] = None  # names trial() returns
     resource_requests: Optional[Callable[[Any, str], Sequence["ResourceRequest"]]] = None
     description: str = ""
 
-    def evaluate_batch(self, cfgs: Sequence[Any], ctx: "TrialContext") -> list[Metrics]:
+    def evaluate_batch(self, cfgs: Sequence[Any], ctx: "RunContext") -> list[Metrics]:
         """Metrics for each configuration: vectorised if the workload can, else one by one."""
         if self.trial_batch is not None:
             return self.trial_batch(cfgs, ctx)
@@ -90,35 +90,33 @@ def derive_rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 @dataclass
-class TrialContext:
-    """What a sweep trial may use: its seed, generators derived from it, and `cache_dir`, a
-    directory shared by the trials of one sweep for work their configurations have in common."""
-
-    seed: int
-    cache_dir: Optional[Path] = None
-
-    def rng(self, *keys: int) -> np.random.Generator:
-        return derive_rng(self.seed, *keys)
-
-
-@dataclass
 class RunContext:
-    """The core's services handed to `Workload.run`.
+    """The core's services handed to `Workload.run` and to `trial` (one type for both).
 
     tracker:        the parent MLflow run; `tracker.child(name)` opens a nested run per method
     progress:       `with ctx.progress(total, "rounds") as bar: bar.advance()`
     map:            `ctx.map(fn, items)` runs a pure function over items as Ray tasks, in order
-    checkpoint_dir: per-config directory that survives the process, for per-round checkpoints
-    resume:         True under `run --resume`: continue from what checkpoint_dir holds
+    checkpoint_dir: per-config directory that survives the process (`run --resume` keeps it); in
+                    a sweep, one directory the trials share for work their configs have in common
+    federation:     the federated engine (orchestrator/federated/engine.py), checkpointing here
+    cached:         `ctx.cached(name, inputs, compute)`: a result kept by a digest of its inputs
     """
 
     cfg: Any
-    tracker: Any
+    tracker: Any                    # None in a sweep trial: the sweep logs each trial's metrics
     progress: Callable[..., Any]
     map: Callable[..., list]
     checkpoint_dir: Path
-    resume: bool = False
-    extras: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_trial(cls, cfg: Any, shared_dir: Path) -> "RunContext":
+        """A sweep trial's context: no MLflow run of its own, `shared_dir` shared by the trials."""
+        from orchestrator.progress import progress
+        from orchestrator.runtime import parallel_map
+
+        Path(shared_dir).mkdir(parents=True, exist_ok=True)
+        return cls(cfg=cfg, tracker=None, progress=progress, map=parallel_map,
+                   checkpoint_dir=Path(shared_dir))
 
     @property
     def seed(self) -> int:
@@ -127,6 +125,24 @@ class RunContext:
     def rng(self, *keys: int) -> np.random.Generator:
         """`ctx.rng(round, device)`: a generator derived from the run's seed and the keys."""
         return derive_rng(self.cfg.seed, *keys)
+
+    @property
+    def federation(self):
+        from orchestrator.federated.engine import Federation
+
+        return Federation(self.seed, Path(self.checkpoint_dir), self.progress)
+
+    def cached(self, name: str, inputs: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per distinct `inputs` (the config dataclasses it reads): kept in
+        checkpoint_dir, so a resumed run or a later trial with the same inputs loads it."""
+        from orchestrator.state import cached
+
+        return cached(Path(self.checkpoint_dir), name, (self.seed, *inputs), compute)
+
+    def is_cached(self, name: str, inputs: tuple) -> bool:
+        from orchestrator.state import cache_path
+
+        return cache_path(Path(self.checkpoint_dir), name, (self.seed, *inputs)).exists()
 
 
 def rows_to_columns(rows: Iterable[Row]) -> dict[str, list]:

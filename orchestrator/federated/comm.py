@@ -1,8 +1,13 @@
-"""Communication accounting from real tensor sizes, and the simulated wall-clock of a round."""
+"""The communication ledger (bytes from real tensor sizes) and the simulated clock of a round.
+
+The clock's latency model is pluggable: `slowest_device` (download + compute + upload of the
+slowest participant, from its profile) by default; a workload passes its own (prince adds the edge
+server's congestion) to `Session.run(latency=...)`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -41,6 +46,7 @@ class DeviceReport:
     flops: float
     num_samples: int
     metrics: dict = field(default_factory=dict)
+    bytes_side: int = 0  # exchanged with a service mid-round (smashed data and its gradients)
 
 
 def device_seconds(report: DeviceReport, population: Population) -> float:
@@ -51,11 +57,17 @@ def device_seconds(report: DeviceReport, population: Population) -> float:
             + report.bytes_up * 8 / (population.uplink_mbps[d] * 1e6))
 
 
-def round_summary(reports: list[DeviceReport], population: Population) -> dict[str, float]:
-    """Round metrics: bytes up/down, participants, and simulated wall-clock (slowest device)."""
-    if not reports:
-        return {"participants": 0, "bytes_up": 0, "bytes_down": 0, "sim_seconds": 0.0}
+def slowest_device(round_idx: int, reports: list[DeviceReport], population: Population) -> float:
+    """The default latency model: a synchronous round lasts as long as its slowest participant."""
+    return max((device_seconds(r, population) for r in reports), default=0.0)
+
+
+def round_summary(reports: list[DeviceReport], population: Population, round_idx: int = 0,
+                  latency: Callable[[int, list, Population], float] = slowest_device
+                  ) -> dict[str, float]:
+    """The ledger's round entry: participants, bytes up/down/side, simulated seconds."""
     return {"participants": len(reports),
             "bytes_up": float(sum(r.bytes_up for r in reports)),
             "bytes_down": float(sum(r.bytes_down for r in reports)),
-            "sim_seconds": max(device_seconds(r, population) for r in reports)}
+            "bytes_side": float(sum(r.bytes_side for r in reports)),
+            "sim_seconds": float(latency(round_idx, reports, population))}

@@ -1,8 +1,13 @@
-"""The federated engine's knobs: the simulated device population, the data split, the actor pool.
+"""The federated engine's knobs, in three parts a workload embeds as it needs them.
 
-A workload that federates embeds `FederationConfig` in its own section
-(`federation: FederationConfig = knob(factory=FederationConfig)`), so every federated experiment
-describes its devices the same way.
+* `PopulationConfig`: the simulated devices (profiles) and how the data is split over them;
+* `PoolConfig`: the long-lived Ray actors that run the devices;
+* `RoundsConfig`: how many rounds and which share of the online devices joins each.
+
+`FederationConfig` is population + pool (prince plans its own rounds from its market; deepfusion
+runs one-shot phases and FedJETS with its own round count), `FederatedTrainingConfig` adds the
+rounds (the template workload). A workload embeds only what it reads, so no knob is accepted that
+nothing reads (tests/workloads/test_knobs_are_read.py). Fields stay flat under `federation:`.
 """
 from __future__ import annotations
 
@@ -14,10 +19,8 @@ RANGES = ("speed_gflops", "memory_mb", "uplink_mbps", "downlink_mbps", "availabi
 
 
 @dataclass
-class FederationConfig:
+class PopulationConfig:
     num_devices: int = knob(8, "simulated devices N", ge=1)
-    rounds: int = knob(3, "federated rounds", ge=1)
-    participation: float = knob(1.0, "share of available devices sampled each round", gt=0, le=1)
     # device profiles: each drawn log-uniformly (availability uniformly) from [low, high]
     speed_gflops_low: float = knob(5.0, "slowest device compute (GFLOP/s)", gt=0)
     speed_gflops_high: float = knob(50.0, "fastest device compute (GFLOP/s)", gt=0)
@@ -32,10 +35,29 @@ class FederationConfig:
     # data partition
     size_skew: float = knob(0.5, "sigma of the log-normal device data sizes (0: equal sizes)", ge=0)
     label_alpha: float = knob(0.0, "Dirichlet alpha of label/domain skew (0: iid)", ge=0)
-    # the actor pool
+
+    def validate(self) -> None:
+        check_ranges(self, RANGES)
+
+
+@dataclass
+class PoolConfig:
     num_actors: int = knob(0, "long-lived device actors; 0: one per CPU the actor needs", ge=0)
     cpus_per_actor: float = knob(1.0, "CPUs reserved per device actor", gt=0)
     gpus_per_actor: float = knob(0.0, "GPUs per device actor (fractions share a GPU)", ge=0)
 
-    def validate(self) -> None:
-        check_ranges(self, RANGES)
+
+@dataclass
+class RoundsConfig:
+    rounds: int = knob(3, "federated rounds", ge=1)
+    participation: float = knob(1.0, "share of available devices sampled each round", gt=0, le=1)
+
+
+@dataclass
+class FederationConfig(PopulationConfig, PoolConfig):
+    """Devices and the pool that runs them."""
+
+
+@dataclass
+class FederatedTrainingConfig(FederationConfig, RoundsConfig):
+    """Devices, the pool, and the rounds the engine runs over them."""

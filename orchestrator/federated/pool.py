@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from orchestrator.federated.comm import DeviceReport, tensor_bytes
 
@@ -41,13 +41,36 @@ class DeviceUpdate:
     device: int = -1  # filled in by the engine
     bytes_up: Optional[int] = None
     bytes_down: Optional[int] = None
+    bytes_side: int = 0  # exchanged mid-round with a service (split learning's smashed data)
+
+
+@dataclass(frozen=True)
+class DeviceTask:
+    """What a device program is told for one round, beside the broadcast weights."""
+
+    round: int
+    seed: int
+    instructions: Any = None                                   # the strategy's, for this device
+    services: Mapping[str, Any] = field(default_factory=dict)  # name -> Ray actor handle
 
 
 class DeviceProgram(Protocol):
     """What every simulated device runs; built once per actor by the workload's factory."""
 
-    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+    def train(self, device: int, global_state: dict, task: DeviceTask) -> DeviceUpdate:
         ...
+
+
+def instructions_for(instructions: Any, device: int) -> Any:
+    """One object for every device, or a `{device: object}` mapping."""
+    return instructions.get(device) if isinstance(instructions, Mapping) else instructions
+
+
+def share_of(instructions: Any, devices: Sequence[int]) -> Any:
+    """The part of a per-device mapping an actor needs (one object: all of it)."""
+    if isinstance(instructions, Mapping):
+        return {d: instructions[d] for d in devices if d in instructions}
+    return instructions
 
 
 class WeightedSum:
@@ -87,17 +110,19 @@ class Collect:
 
 
 def run_devices(program: DeviceProgram, devices: Sequence[int], global_state: dict,
-                round_idx: int, seed: int, reducer: Any) -> tuple[Any, list[DeviceReport]]:
+                round_idx: int, seed: int, reducer: Any, instructions: Any = None,
+                services: Optional[Mapping[str, Any]] = None) -> tuple[Any, list[DeviceReport]]:
     """One actor's share of a round (also the plain in-process loop the benchmark compares to)."""
     down = tensor_bytes(global_state)
     updates, reports = [], []
     for d in devices:
-        u = program.train(int(d), global_state, round_idx, seed)
+        task = DeviceTask(round_idx, seed, instructions_for(instructions, int(d)), services or {})
+        u = program.train(int(d), global_state, task)
         u.device = int(d)
         updates.append(u)
         up = tensor_bytes(u.update) if u.bytes_up is None else u.bytes_up
         reports.append(DeviceReport(int(d), up, down if u.bytes_down is None else u.bytes_down,
-                                    u.flops, u.num_samples, u.metrics))
+                                    u.flops, u.num_samples, u.metrics, u.bytes_side))
     return reducer.partial(updates), reports
 
 
@@ -108,8 +133,9 @@ class _DeviceActor:
         torch.set_num_threads(1)  # one core per actor; also keeps float sums deterministic
         self.program = factory()
 
-    def run(self, devices, global_state, round_idx, seed, reducer):
-        return run_devices(self.program, devices, global_state, round_idx, seed, reducer)
+    def run(self, devices, global_state, round_idx, seed, reducer, instructions, services):
+        return run_devices(self.program, devices, global_state, round_idx, seed, reducer,
+                           instructions, services)
 
     def pid(self) -> int:
         import os
@@ -156,12 +182,14 @@ class DevicePool:
         return len(self.actors)
 
     def round(self, devices: Sequence[int], global_state: dict, round_idx: int, seed: int,
-              reducer: Any) -> tuple[Any, list[DeviceReport]]:
+              reducer: Any, instructions: Any = None,
+              services: Optional[Mapping[str, Any]] = None) -> tuple[Any, list[DeviceReport]]:
         import ray
 
         state_ref = ray.put(global_state)  # sent once per round, shared by all actors
         shares = [[d for d in devices if d % self.size == i] for i in range(self.size)]
-        refs = [a.run.remote(share, state_ref, round_idx, seed, reducer)
+        refs = [a.run.remote(share, state_ref, round_idx, seed, reducer,
+                             share_of(instructions, share), services or {})
                 for a, share in zip(self.actors, shares) if share]
         results = ray.get(refs)
         reports = sorted((r for _, rs in results for r in rs), key=lambda r: r.device)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.federated.pool import DeviceTask, DeviceUpdate
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,14 @@ class MlpProgram:
         self.task, self.model = task, make_mlp(task)
         self.params = sum(p.numel() for p in self.model.parameters())
 
-    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+    def train(self, device: int, global_state: dict, task: DeviceTask) -> DeviceUpdate:
         import torch
 
         t = self.task
         self.model.load_state_dict(global_state)
         x, y = device_data(t, device)
         x, y = torch.from_numpy(x), torch.from_numpy(y)
-        gen = torch.Generator().manual_seed(hash((seed, round_idx, device)) % 2**31)
+        gen = torch.Generator().manual_seed(hash((task.seed, task.round, device)) % 2**31)
         opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
         loss = torch.tensor(0.0)
         for _ in range(t.local_steps):

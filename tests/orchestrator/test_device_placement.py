@@ -47,6 +47,7 @@ def phase0_training(seed: int = 7):
             torch.set_num_threads(threads)
 
     def _train():
+        from orchestrator.federated.pool import DeviceTask
         from orchestrator.runtime import torch_device
         from workloads.deepfusion.data import load_case
         from workloads.deepfusion.programs import LocalSpec, make_local_program
@@ -55,7 +56,7 @@ def phase0_training(seed: int = 7):
         spec = LocalSpec(models=["gpt2"], texts=[texts], size="tiny", seq_len=32, batch_size=4,
                          optimizer="adam", lr=1e-3, steps=2, embedding="random_projection",
                          embedding_dim=16, encoder_seed=0, dtype_bytes=4)
-        return str(torch_device()), make_local_program(spec).train(0, {}, 0, seed=seed)
+        return str(torch_device()), make_local_program(spec).train(0, {}, DeviceTask(0, seed))
 
     return train
 

@@ -57,10 +57,10 @@ def slow_marked_mlp(task: MlpTask, marks: Path, seconds: float):
     starts a device and takes `seconds` longer per device (time for the test to kill it)."""
 
     class SlowMarkedMlp(MlpProgram):  # local: pickled by value, so workers need no tests/ path
-        def train(self, device, global_state, round_idx, seed):
+        def train(self, device, global_state, task):
             (marks / f"{os.getpid()}-{device}").touch()
             time.sleep(seconds)
-            return super().train(device, global_state, round_idx, seed)
+            return super().train(device, global_state, task)
 
     return lambda: SlowMarkedMlp(task)
 

@@ -1,17 +1,25 @@
-"""The federated engine: partitions, accounting, the actor pool, and exact resume."""
+"""The federated engine: partitions, accounting, the actor pool, the strategy seam, resume."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sys
 
 import numpy as np
 import pytest
+import ray.cloudpickle
 import torch
 
 from orchestrator.federated.comm import DeviceReport, device_seconds, round_summary, tensor_bytes
-from orchestrator.federated.config import FederationConfig
-from orchestrator.federated.loop import Checkpointer, RoundLoop
+from orchestrator.federated.config import FederationConfig, PoolConfig
+from orchestrator.federated.engine import Checkpointer, Federation, Service
 from orchestrator.federated.pool import (Collect, DevicePool, DeviceUpdate, WeightedSum,
                                          default_num_actors, run_devices)
+from orchestrator.federated.strategy import RoundPlan, Strategy
 from orchestrator.federated.population import device_sizes, partition, sample_population
 from orchestrator.federated.reference import MlpTask, initial_state, make_program
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need no tests/ path
 
 
 def test_partition_uses_every_sample_exactly_once_with_skewed_sizes():
@@ -63,7 +71,7 @@ def test_a_tensor_under_two_keys_crosses_the_wire_once():
 class _Compact:
     """A device program that declares what it sent: a 10-byte download and a 3-byte upload."""
 
-    def train(self, device, global_state, round_idx, seed):
+    def train(self, device, global_state, task):
         return DeviceUpdate({"w": torch.zeros(1000)}, 1.0, 1, 0.0, {}, bytes_up=3, bytes_down=10)
 
 
@@ -135,15 +143,22 @@ def test_pool_round_matches_the_plain_in_process_loop_and_counts_bytes(local_ray
     pool.shutdown()
 
 
+def _population(n: int, **ranges):
+    return sample_population(FederationConfig(num_devices=n, **ranges), np.random.default_rng(0))
+
+
 @pytest.mark.slow
 def test_a_run_killed_after_a_round_resumes_to_the_identical_final_state(local_ray, tmp_path):
     task = MlpTask(num_devices=8)
-    cfg = FederationConfig(num_devices=8, availability_low=0.5, availability_high=0.9)
-    pop = sample_population(cfg, np.random.default_rng(0))
-    pool = DevicePool(lambda: make_program(task), num_actors=2)
-    loop = lambda ckpt: RoundLoop(pool, pop, rounds=4, seed=3, participation=0.75,  # noqa: E731
-                                  checkpointer=ckpt)
-    straight, history = loop(None).run(initial_state(task))
+    pop = _population(8, availability_low=0.5, availability_high=0.9)
+    pool = PoolConfig(num_actors=2)
+
+    def train(fed, on_round=lambda r, m: None):
+        with fed.session(pool, lambda: make_program(task), pop) as fl:
+            return fl.run("mlp", Strategy(participation=0.75), initial_state(task), 4,
+                          on_round=on_round)
+
+    straight = train(Federation(seed=3))
 
     class Killed(Exception):
         pass
@@ -153,9 +168,77 @@ def test_a_run_killed_after_a_round_resumes_to_the_identical_final_state(local_r
             raise Killed
 
     with pytest.raises(Killed):
-        loop(Checkpointer(tmp_path)).run(initial_state(task), on_round=die_after_round_1)
-    resumed, resumed_history = loop(Checkpointer(tmp_path)).run(initial_state(task))
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    assert [h["cum_bytes"] for h in history] == [h["cum_bytes"] for h in resumed_history]
-    assert history[-1]["device_loss"] == resumed_history[-1]["device_loss"]
-    pool.shutdown()
+        train(Federation(seed=3, checkpoint_dir=tmp_path), on_round=die_after_round_1)
+    resumed = train(Federation(seed=3, checkpoint_dir=tmp_path))
+    assert all(torch.equal(straight.state[k], resumed.state[k]) for k in straight.state)
+    assert [h["cum_bytes"] for h in straight.history] == [h["cum_bytes"] for h in resumed.history]
+    assert straight.history[-1]["device_loss"] == resumed.history[-1]["device_loss"]
+
+
+# --------------------------------------------------------------------------- the strategy seam
+@dataclass(frozen=True)
+class Scale:
+    factor: float
+
+
+class _Echo:
+    """Uploads the instruction it got (and asks the `counter` service, when there is one)."""
+
+    def train(self, device, global_state, task):
+        if "counter" in task.services:
+            import ray
+
+            ray.get(task.services["counter"].add.remote(1))
+        return DeviceUpdate({"w": torch.tensor([task.instructions.factor * device])}, 1.0, 1,
+                            0.0, {}, bytes_side=7)
+
+
+class _Counter:
+    def __init__(self, start: int):
+        self.n = start
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+class _PerDevice(Strategy):
+    """Device d is told `Scale(d)`; the state keeps the plain sum; stops after two rounds."""
+
+    def configure(self, round_idx, state, online, rng, services):
+        return RoundPlan(online.tolist(), {int(d): Scale(float(d)) for d in online},
+                         WeightedSum(normalize=False))
+
+    def aggregate(self, round_idx, state, aggregate, reports, services):
+        import ray
+
+        return {"w": aggregate["w"], "calls": torch.tensor(ray.get(services["counter"].add.remote(0)))}
+
+    def finished(self, round_idx, history):
+        return round_idx == 1
+
+
+@pytest.mark.slow
+def test_each_device_gets_its_own_instructions_and_the_services_the_engine_started(local_ray):
+    fed = Federation(seed=0)
+    with fed.session(PoolConfig(num_actors=2), _Echo, _population(3),
+                     {"counter": Service(_Counter, (100,), cpus=0)}) as fl:
+        result = fl.run("echo", _PerDevice(), {"w": torch.zeros(1)}, rounds=5,
+                        latency=lambda r, reports, pop: 10.0 * len(reports))
+        handle = fl.services["counter"]
+    assert result.state["w"].item() == 0 * 0 + 1 * 1 + 2 * 2      # sum of d * d: per-device
+    assert result.state["calls"].item() == 100 + 2 * 3             # every device, two rounds
+    assert len(result.history) == 2                                # finished() stopped it
+    assert [h["sim_seconds"] for h in result.history] == [30.0, 30.0]   # the latency model's
+    assert result.history[0]["bytes_side"] == 3 * 7                # the ledger counts side bytes
+    assert result.history[-1]["cum_bytes"] == sum(h["bytes_up"] + h["bytes_down"] +
+                                                  h["bytes_side"] for h in result.history)
+    import ray
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(handle.add.remote(0), timeout=30)                   # stopped with the session
+
+
+def test_a_plan_with_one_instruction_sends_it_to_every_device():
+    updates, reports = run_devices(_Echo(), [1, 2], {}, 0, 0, Collect(), Scale(2.0))
+    assert [u.update["w"].item() for u in updates] == [2.0, 4.0]
+    assert [r.bytes_side for r in reports] == [7, 7]

@@ -121,7 +121,7 @@ class _RunsCode:
 
 
 def test_a_tampered_round_checkpoint_is_refused_before_it_runs_anything(tmp_path):
-    from orchestrator.federated.loop import Checkpointer
+    from orchestrator.federated.engine import Checkpointer
 
     marker = tmp_path / "pwned"
     torch.save({"round": 0, "state": _RunsCode(marker), "history": []},

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from orchestrator.workload import ResourceRequest
-from workloads.aeria import plots
 from workloads.aeria.config import AeriaConfig
 from workloads.aeria.market import Market, generate_market, value_median
 from workloads.aeria.mechanisms import MECHANISMS, MechanismParams, eip_costs, run_mechanism
@@ -160,6 +159,8 @@ def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
 
 # --------------------------------------------------------------------------- run
 def run(cfg: Any, ctx: Any) -> list[dict[str, Any]]:
+    from workloads.aeria import plots  # matplotlib: only a run draws
+
     a: AeriaConfig = cfg.aeria
     seeds = market_seeds(cfg.seed, a.num_seeds)
     cells = [Cell(a, n, s, ci, si) for ci, n in enumerate(a.user_counts)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
+from workloads.common.paths import DATA_ROOT
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 MNIST_SPLIT_SEED = 0      # fixed permutation of the 10k official test digits

@@ -149,6 +149,8 @@ class BaselineConfig:
     fedmkt_temperature: float = knob(1.0, "FedMKT KL temperature", gt=0)
     fedjets_experts: int = knob(2, "experts in each device's compact MoE (FedJETS: 2)", ge=1)
     fedjets_rounds: int = knob(5, "FedJETS federated rounds", ge=1)
+    fedjets_participation: float = knob(1.0, "share of online devices in each FedJETS round",
+                                        gt=0, le=1)
     fedjets_local_steps: int = knob(10, "FedJETS local steps per device per round", ge=1)
 
 

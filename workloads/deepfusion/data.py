@@ -13,12 +13,16 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
-import torch
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
+from workloads.common.paths import DATA_ROOT
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it runs
+    import torch
+
+
 CASES = ("medical", "financial")
 
 
@@ -100,11 +104,15 @@ def lm_blocks(texts: Sequence[str], tokenizer, seq_len: int) -> torch.Tensor:
         stream.extend(ids)
         stream.append(eos)
     n = len(stream) // seq_len
+    import torch
+
     return torch.tensor(stream[:n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
 def batches(blocks: torch.Tensor, batch_size: int, rng: np.random.Generator | None = None):
     """Mini-batches of blocks, shuffled when `rng` is given."""
+    import torch
+
     order = rng.permutation(len(blocks)) if rng is not None else np.arange(len(blocks))
     for start in range(0, len(blocks), batch_size):
         yield blocks[torch.as_tensor(order[start:start + batch_size])]

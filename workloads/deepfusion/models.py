@@ -1,13 +1,16 @@
 """The models of DeepFusion: heterogeneous on-device causal LMs, the MoE family's dense students.
 
-All share one tokenizer (SmolLM2-135M-Instruct's 49,152-token byte-level BPE, shipped in
-`tokenizer/`), so teacher and student logits live over the same vocabulary (Eq. 10) and the
-upcycled MoE's embeddings can be averaged (Eq. 13).
+All share one tokenizer (SmolLM2-135M-Instruct's 49,152-token byte-level BPE,
+`workloads/common/tokenizer`), so teacher and student logits live over the same vocabulary
+(Eq. 10) and the upcycled MoE's embeddings can be averaged (Eq. 13). Every model here is built the
+one shared way (`workloads/common/tiny_lm.py`: config over that vocabulary, seeded instance); this
+module holds DeepFusion's own shapes.
 
 - On-device models (Sec. V-A: "each device is randomly given one of the case's on-device LLMs"):
   `DEVICE_ZOO[size][name]` -> (family, config kwargs); families GPT-2, LLaMA, BLOOM [PAPER], scaled
-  down for `tiny`/`small` [OURS]; `paper` holds the real GPT-2 / GPT-2 Medium / TinyLlama /
-  BLOOM-1.1B shapes; `smollm2` is SmolLM2-135M (LLaMA) and can load real weights offline.
+  down for `tiny`/`small` [OURS] (`tiny/llama` is the shared `TINY_LLAMA`); `paper` holds the real
+  GPT-2 / GPT-2 Medium / TinyLlama / BLOOM-1.1B shapes; `smollm2` is SmolLM2-135M (LLaMA) and can
+  load real weights offline.
 - Students ("MoE's base model" M_i, Sec. IV-C): `STUDENT_ZOO[size][moe_family]`, a dense
   Qwen3 (`qwen3_moe`) or a DeepseekV3 with every layer dense (`deepseek_v3`); the dense MLP width is
   the MoE's expert width, so that each student FFN becomes exactly one expert (Eq. 12).
@@ -16,24 +19,25 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
-from torch import nn
+
+from workloads.common.tiny_lm import TINY_LLAMA, build_causal_lm, causal_lm_config
+from workloads.common.tokenizer import VOCAB_SIZE
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it runs
+    import torch
+    from torch import nn
+
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
-VOCAB_SIZE = 49_152
-BOS_ID, EOS_ID, PAD_ID = 1, 2, 2
 MOE_FAMILIES = ("qwen3_moe", "deepseek_v3")
 SIZES = ("tiny", "small", "paper")
 
-_NO_DROPOUT = {"gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)}
 _SMOLLM2 = ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                           num_attention_heads=9, num_key_value_heads=3, rope_theta=100_000.0,
                           rms_norm_eps=1e-5, tie_word_embeddings=True, max_position_embeddings=8192))
@@ -43,9 +47,7 @@ DEVICE_ZOO: dict[str, dict[str, tuple[str, dict]]] = {
     "tiny": {
         "gpt2": ("gpt2", dict(n_embd=32, n_layer=1, n_head=2, n_positions=512)),
         "gpt2-medium": ("gpt2", dict(n_embd=48, n_layer=2, n_head=2, n_positions=512)),
-        "llama": ("llama", dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=2, num_key_value_heads=1,
-                                tie_word_embeddings=True)),
+        "llama": ("llama", dict(TINY_LLAMA)),
         "bloom": ("bloom", dict(hidden_size=32, n_layer=2, n_head=2)),
         "smollm2": _SMOLLM2,
     },
@@ -97,41 +99,7 @@ STUDENT_ZOO: dict[str, dict[str, dict]] = {
 }
 
 
-# --------------------------------------------------------------------------- tokenizer
-@functools.lru_cache(maxsize=1)
-def load_tokenizer(path: str | Path = TOKENIZER_DIR):
-    """The shared tokenizer, from files in the repo (no hub access)."""
-    from transformers import PreTrainedTokenizerFast
-
-    meta = json.loads((Path(path) / "tokenizer_config.json").read_text())
-    return PreTrainedTokenizerFast(
-        tokenizer_file=str(Path(path) / "tokenizer.json"), clean_up_tokenization_spaces=False,
-        **{k: meta[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")})
-
-
 # --------------------------------------------------------------------------- building
-def _config(family: str, kwargs: dict):
-    import transformers
-
-    cls = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig,
-           "bloom": transformers.BloomConfig, "qwen3": transformers.Qwen3Config,
-           "qwen3_moe": transformers.Qwen3MoeConfig,
-           "deepseek_v3": transformers.DeepseekV3Config}[family]
-    ids = dict(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-    return cls(vocab_size=VOCAB_SIZE, **ids, **_NO_DROPOUT.get(family, {}), **kwargs)
-
-
-def _instantiate(config, seed: int, device: str | None = None) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if device == "meta":
-            with torch.device("meta"):
-                return AutoModelForCausalLM.from_config(config)
-        return AutoModelForCausalLM.from_config(config)
-
-
 def device_model_names(size: str) -> list[str]:
     return list(DEVICE_ZOO[size])
 
@@ -144,24 +112,23 @@ def device_family(name: str, size: str = "tiny") -> str:
 def build_device_model(name: str, size: str, seed: int = 0, device: str | None = None) -> nn.Module:
     """A randomly initialised on-device causal LM `name` of the size table `size`."""
     family, kwargs = DEVICE_ZOO[size][name]
-    return _instantiate(_config(family, kwargs), seed, device)
+    return build_causal_lm(causal_lm_config(family, **kwargs), seed, device)
 
 
 def student_config(moe_family: str, size: str):
     """The dense "MoE base model" config: Qwen3 for qwen3_moe, all-dense DeepseekV3 otherwise."""
     kwargs = dict(STUDENT_ZOO[size][moe_family], tie_word_embeddings=True)
     if moe_family == "qwen3_moe":
-        return _config("qwen3", kwargs)
+        return causal_lm_config("qwen3", **kwargs)
     layers = kwargs["num_hidden_layers"]
-    return _config("deepseek_v3", dict(kwargs, moe_intermediate_size=kwargs["intermediate_size"],
-                                       first_k_dense_replace=layers, n_routed_experts=2,
-                                       n_shared_experts=0, n_group=1, topk_group=1,
-                                       num_experts_per_tok=1))
+    return causal_lm_config("deepseek_v3", **dict(
+        kwargs, moe_intermediate_size=kwargs["intermediate_size"], first_k_dense_replace=layers,
+        n_routed_experts=2, n_shared_experts=0, n_group=1, topk_group=1, num_experts_per_tok=1))
 
 
 def build_student(moe_family: str, size: str, seed: int = 0, device: str | None = None) -> nn.Module:
     """One dense student M_i of the target MoE family (Sec. IV-C)."""
-    return _instantiate(student_config(moe_family, size), seed, device)
+    return build_causal_lm(student_config(moe_family, size), seed, device)
 
 
 # --------------------------------------------------------------------------- real weights
@@ -175,6 +142,7 @@ def smollm2_package_dir() -> Path | None:
 
 def load_pretrained(path: str | Path, gguf_file: str | None = None) -> nn.Module:
     """Real weights from a local folder (HF layout, or one GGUF file inside it); never the hub."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), gguf_file=gguf_file,

@@ -24,9 +24,7 @@ Every seed derives from `cfg.seed` (`ctx.rng`, `programs.derive_seed`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from orchestrator.federated.pool import Collect
+from orchestrator.federated.strategy import RoundPlan, Strategy, sample_share
 from workloads.deepfusion import programs
 from workloads.deepfusion.config import DeepFusionConfig
 from workloads.deepfusion.programs import derive_seed
@@ -56,15 +56,12 @@ class Setup:
 
 
 # --------------------------------------------------------------------------- helpers
-def digest(*parts: Any) -> str:
-    """A short stable name for a tuple of configs (dataclass reprs are deterministic)."""
-    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
-
-
-def phase_deps(c: DeepFusionConfig, seed: int, phase: str, method: str = "") -> tuple:
-    """The config a phase's output depends on, and nothing else (its cache key)."""
+def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
+    """The config sections a phase's output depends on, and nothing else: its `ctx.cached` key
+    (beside the seed). Whole dataclasses, so a knob inside one can never be forgotten; a section
+    left out is one a phase does not read (alpha and beta do not redo Phases 0 and I)."""
     r = c.run
-    devices = (seed, c.data, c.models, c.local, c.clustering, c.federation)
+    devices = (c.data, c.models, c.local, c.clustering, c.federation)
     if phase == "phase0":
         return devices
     if phase == "phase1":
@@ -72,31 +69,15 @@ def phase_deps(c: DeepFusionConfig, seed: int, phase: str, method: str = "") -> 
     if phase == "phase2":
         return (*devices, c.moe.num_experts, c.distill, c.vaa, c.baselines, method)
     if phase == "phase3":
-        return (*phase_deps(c, seed, "phase2", method), c.moe, r.ep_workers, r.eval_blocks,
+        return (*phase_deps(c, "phase2", method), c.moe, r.ep_workers, r.eval_blocks,
                 method in r.ep_methods, r.use_gpu)
     if phase == "centralized":
-        return (seed, c.data, c.models, c.federation, c.moe, c.local.lr, r.centralized_steps,
+        return (c.data, c.models, c.federation, c.moe, c.local.lr, r.centralized_steps,
                 r.ep_workers, r.eval_blocks, r.use_gpu)
     if phase == "fedjets":
-        return (seed, c.data, c.models, c.federation, c.moe, c.local, c.baselines,
+        return (c.data, c.models, c.federation, c.moe, c.local, c.baselines,
                 r.round_eval_blocks, r.eval_blocks)
     raise KeyError(phase)
-
-
-def cached(ctx, name: str, deps: tuple, compute: Callable[[], dict]) -> dict:
-    """The phase's output from `<checkpoint_dir>/<name>-<digest>.pt` if there, else computed and
-    saved atomically (a kill mid-write leaves no torn file)."""
-    import torch
-
-    path = Path(ctx.checkpoint_dir) / f"{name}-{digest(*deps)}.pt"
-    if path.exists():
-        log.info("%s loaded from %s", name, path)
-        return torch.load(path, weights_only=True)
-    out = compute()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent sweep trials never share a tmp
-    torch.save(out, tmp)
-    os.replace(tmp, path)
-    return out
 
 
 def _moe_config(c: DeepFusionConfig):
@@ -121,7 +102,8 @@ def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks) -> dict:
 def prepare(c: DeepFusionConfig, ctx) -> Setup:
     from orchestrator.federated.population import partition, sample_population
     from workloads.deepfusion.data import lm_blocks, load_case, split_records
-    from workloads.deepfusion.models import load_tokenizer, pick_model_for_memory
+    from workloads.common.tokenizer import load_tokenizer
+    from workloads.deepfusion.models import pick_model_for_memory
 
     records = load_case(c.data.case)
     if c.data.max_records and c.data.max_records < len(records):
@@ -150,24 +132,20 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
 
 
 # --------------------------------------------------------------------------- Phase 0
-def run_phase0(c: DeepFusionConfig, setup: Setup, seed: int) -> dict:
-    """Every device trains its model and uploads it once with e_n (one engine round, Collect)."""
+def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
+    """Every device trains its model and uploads it once with e_n (one pass on the engine)."""
     import torch
 
     from orchestrator.federated.comm import round_summary
-    from orchestrator.federated.pool import Collect, DevicePool
 
-    fed, cl = c.federation, c.clustering
+    fed, cl, seed = c.federation, c.clustering, ctx.seed
     spec = programs.LocalSpec(setup.device_models, setup.device_texts, c.models.size,
                               c.data.seq_len, c.data.batch_size, c.local.optimizer, c.local.lr,
                               c.local.steps, cl.embedding, cl.embedding_dim,
                               derive_seed(seed, 3), c.models.dtype_bytes)
-    pool = DevicePool(functools.partial(programs.make_local_program, spec), fed.num_actors,
-                      fed.cpus_per_actor, fed.gpus_per_actor)
-    try:
-        updates, reports = pool.round(list(range(fed.num_devices)), {}, 0, seed, Collect())
-    finally:
-        pool.shutdown()
+    with ctx.federation.session(fed, functools.partial(programs.make_local_program, spec),
+                                setup.population) as fl:
+        updates, reports = fl.map(range(fed.num_devices), {})
     keys = sorted({k for u in updates for k in u.metrics})
     return {"states": [u.update["model"] for u in updates],
             "embeddings": torch.stack([u.update["embedding"] for u in updates]),
@@ -317,23 +295,35 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
             "peak_device_memory_bytes": memory}
 
 
-def _fedjets_merge(config) -> Callable[[dict, list], dict]:
-    from transformers import AutoModelForCausalLM
+class FedJets(Strategy):
+    """FedJETS (Dun et al. 2023): a share of the devices each trains a compact MoE of its top
+    experts; the global MoE merges the compact MoEs expert by expert (`merge_compact_moes`)."""
 
-    from workloads.deepfusion.baselines import merge_compact_moes
+    def __init__(self, config, participation: float, evaluate: Callable[[dict], dict]):
+        super().__init__(participation)
+        self.config, self.evaluate_state = config, evaluate
 
-    def apply(state: dict, updates: list) -> dict:
-        updates = [u for u in updates if u.weight > 0]  # devices without a block sat out
+    def configure(self, round_idx, state, online, rng, services) -> RoundPlan:
+        return RoundPlan(sample_share(online, self.participation, rng).tolist(), reducer=Collect())
+
+    def aggregate(self, round_idx, state, aggregate, reports, services) -> dict:
+        from transformers import AutoModelForCausalLM
+
+        from workloads.deepfusion.baselines import merge_compact_moes
+
+        updates = [u for u in aggregate or [] if u.weight > 0]  # devices without a block sat out
         if not updates:
             return state
-        moe = AutoModelForCausalLM.from_config(config)
+        moe = AutoModelForCausalLM.from_config(self.config)
         moe.load_state_dict(state)
         compacts = [types.SimpleNamespace(state_dict=lambda sd=u.update["state"]: sd)
                     for u in updates]
         merge_compact_moes(moe, compacts, [u.update["experts"].tolist() for u in updates],
                            [u.weight for u in updates])
         return {k: v.detach().clone() for k, v in moe.state_dict().items()}
-    return apply
+
+    def evaluate(self, round_idx, state) -> dict:
+        return self.evaluate_state(state)
 
 
 def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
@@ -342,8 +332,6 @@ def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
     import torch
     from transformers import AutoModelForCausalLM
 
-    from orchestrator.federated.loop import Checkpointer, RoundLoop
-    from orchestrator.federated.pool import Collect, DevicePool
     from workloads.deepfusion.baselines import compact_moe
     from workloads.deepfusion.metrics import evaluate_lm
     from workloads.deepfusion.models import train_memory_bytes
@@ -355,22 +343,17 @@ def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
     spec = programs.FedJetsSpec(config, setup.device_blocks, b.fedjets_experts,
                                 b.fedjets_local_steps, c.data.batch_size, c.local.optimizer,
                                 c.local.lr, c.models.dtype_bytes)
-    pool = DevicePool(functools.partial(programs.make_fedjets_program, spec), fed.num_actors,
-                      fed.cpus_per_actor, fed.gpus_per_actor)
     eval_blocks = setup.test_blocks[:c.run.round_eval_blocks]
 
     def evaluate(s: dict) -> dict:
         moe.load_state_dict(s)
         return {"eval_log_ppl": evaluate_lm(moe, eval_blocks, c.data.eval_batch_size)["log_ppl"]}
 
-    loop = RoundLoop(pool, setup.population, b.fedjets_rounds, ctx.seed, fed.participation,
-                     reducer=Collect(), apply=_fedjets_merge(config), evaluate=evaluate,
-                     checkpointer=Checkpointer(Path(ctx.checkpoint_dir) / f"fedjets-{digest(*phase_deps(c, ctx.seed, 'fedjets'))}"))
-    try:
-        with ctx.progress(b.fedjets_rounds, "FedJETS rounds") as bar:
-            state, history = loop.run(state, on_round, bar)
-    finally:
-        pool.shutdown()
+    with ctx.federation.session(fed, functools.partial(programs.make_fedjets_program, spec),
+                                setup.population) as fl:
+        result = fl.run("fedjets", FedJets(config, b.fedjets_participation, evaluate), state,
+                        b.fedjets_rounds, key=phase_deps(c, "fedjets"), on_round=on_round)
+    state, history = result.state, result.history
     comm = sum(h["bytes_up"] + h["bytes_down"] for h in history)  # 2 |compact MoE| per device
     local = compact_moe(moe, list(range(b.fedjets_experts)))
     memory = train_memory_bytes(local, c.local.optimizer, c.data.batch_size, c.data.seq_len,
@@ -390,31 +373,28 @@ def run_methods(c: DeepFusionConfig, setup: Setup, ctx,
     if kd:
         results.update(run_kd_methods(c, setup, kd, ctx))
     if "centralized" in c.run.methods:
-        results["centralized"] = cached(ctx, "centralized", phase_deps(c, ctx.seed, "centralized"),
-                                        lambda: centralized(c, setup, ctx))
+        results["centralized"] = ctx.cached("centralized", phase_deps(c, "centralized"),
+                                            lambda: centralized(c, setup, ctx))
     if "fedjets" in c.run.methods:
-        results["fedjets"] = cached(ctx, "fedjets", phase_deps(c, ctx.seed, "fedjets"),
-                                    lambda: fedjets(c, setup, ctx, on_round))
+        results["fedjets"] = ctx.cached("fedjets", phase_deps(c, "fedjets"),
+                                        lambda: fedjets(c, setup, ctx, on_round))
     return {m: results[m] for m in c.run.methods}
 
 
 def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -> dict:
     """Phases 0-III for the one-shot KD methods; Phases 0 and I are shared by all of them."""
     seed = ctx.seed
-    phase0 = cached(ctx, "phase0", phase_deps(c, seed, "phase0"),
-                    lambda: run_phase0(c, setup, seed))
-    phase1 = cached(ctx, "phase1", phase_deps(c, seed, "phase1"),
-                    lambda: cluster_devices(c, setup, phase0, seed))
-    missing = [m for m in methods if not (Path(ctx.checkpoint_dir) / (
-        f"phase2_{m}-{digest(*phase_deps(c, seed, 'phase2', m))}.pt")).exists()]
+    phase0 = ctx.cached("phase0", phase_deps(c, "phase0"), lambda: run_phase0(c, setup, ctx))
+    phase1 = ctx.cached("phase1", phase_deps(c, "phase1"),
+                        lambda: cluster_devices(c, setup, phase0, seed))
+    missing = [m for m in methods if not ctx.is_cached(f"phase2_{m}", phase_deps(c, "phase2", m))]
     fresh = distill_methods(c, setup, phase1, missing, ctx)  # all KD tasks at once, in parallel
     comm, memory = programs_comm(c, phase0), max(phase0["device_metrics"]["memory_bytes"])
     out = {}
     for m in methods:
-        phase2 = cached(ctx, f"phase2_{m}", phase_deps(c, seed, "phase2", m),
-                        lambda m=m: fresh[m])
-        result = cached(ctx, f"phase3_{m}", phase_deps(c, seed, "phase3", m),
-                        lambda m=m, p=phase2: upcycle_and_tune(c, setup, m, p["students"], ctx))
+        phase2 = ctx.cached(f"phase2_{m}", phase_deps(c, "phase2", m), lambda m=m: fresh[m])
+        result = ctx.cached(f"phase3_{m}", phase_deps(c, "phase3", m),
+                            lambda m=m, p=phase2: upcycle_and_tune(c, setup, m, p["students"], ctx))
         out[m] = {**result, "distill_losses": phase2["losses"], "comm_bytes": comm,
                   "peak_device_memory_bytes": memory, "phase0": phase0["device_metrics"],
                   "clusters": phase1["members"]}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.federated.pool import DeviceTask, DeviceUpdate
 from orchestrator.runtime import torch_device
 from orchestrator.workload import derive_rng
 
@@ -78,14 +78,14 @@ class LocalLmProgram:
 
     def __init__(self, spec: LocalSpec):
         from workloads.deepfusion.clustering import make_encoder
-        from workloads.deepfusion.models import load_tokenizer
+        from workloads.common.tokenizer import load_tokenizer
 
         self.spec = spec
         self.tokenizer = load_tokenizer()
         self.encoder = make_encoder(spec.embedding, self.tokenizer, spec.embedding_dim,
                                     spec.encoder_seed)
 
-    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+    def train(self, device: int, global_state: dict, task: DeviceTask) -> DeviceUpdate:
         import torch
 
         from workloads.deepfusion.clustering import device_embedding
@@ -94,7 +94,7 @@ class LocalLmProgram:
         from workloads.deepfusion.models import (build_device_model, param_bytes,
                                                  train_memory_bytes)
 
-        s = self.spec
+        s, seed = self.spec, task.seed
         texts = s.texts[device]
         blocks = lm_blocks(texts, self.tokenizer, s.seq_len)
         model = build_device_model(s.models[device], s.size,
@@ -145,14 +145,14 @@ class FedJetsProgram:
         self.device = torch_device()
         self.global_moe = AutoModelForCausalLM.from_config(spec.moe_config).to(self.device)
 
-    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
+    def train(self, device: int, global_state: dict, task: DeviceTask) -> DeviceUpdate:
         import torch
 
         from workloads.deepfusion.baselines import compact_moe, route_device_to_experts
         from workloads.common.optim import make_optimizer
         from workloads.deepfusion.models import param_bytes
 
-        s = self.spec
+        s, seed, round_idx = self.spec, task.seed, task.round
         blocks = s.blocks[device]
         if not len(blocks):  # too little text for one block: it sits the round out, no traffic
             return DeviceUpdate({}, 0.0, 0, 0.0, {}, bytes_up=0, bytes_down=0)

@@ -9,7 +9,6 @@ baselines' figures land beside it (one row of Table I per trial in `configuratio
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 from orchestrator.workload import ResourceRequest, device_pool_request
@@ -114,15 +113,8 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
     Phase outputs go to the sweep's shared cache, so trials that differ only in later phases
     (alpha, beta, the VAA sizes) compute Phases 0 and I once.
     """
-    from orchestrator.progress import progress
-    from orchestrator.runtime import parallel_map
-    from orchestrator.workload import RunContext
-
     c: DeepFusionConfig = cfg.deepfusion
-    run_ctx = RunContext(cfg=cfg, tracker=None, progress=progress, map=parallel_map,
-                         checkpoint_dir=Path(ctx.cache_dir), resume=True)
-    Path(ctx.cache_dir).mkdir(parents=True, exist_ok=True)
-    results = run_methods(c, prepare(c, run_ctx), run_ctx)
+    results = run_methods(c, prepare(c, ctx), ctx)
     rows = {m: _row(m, r) for m, r in results.items()}
     first = rows[c.run.methods[0]]
     return {**{k: first[k] for k in FINAL},

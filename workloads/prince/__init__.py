@@ -10,6 +10,7 @@ Plain, Ray-free algorithm modules:
   timing.py       per-round wall-clock: device compute, smashed-data transfer, congested edge
   baselines.py    the pricing / assignment baselines
   tenants.py      ViT / BERT / Whisper / LLaMA split at a cut layer
+  tenant_specs.py the tenants as plain data (names, sizes, shapes), importable without torch
   split.py        SplitFed-V1: device forward, server step, gradient at the cut
   data.py         the tenants' shipped data
 Orchestration (Ray, MLflow; only these see the run context):

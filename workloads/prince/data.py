@@ -24,9 +24,9 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
+from workloads.common.paths import DATA_ROOT
 from workloads.prince.tenants import AUDIO_SECONDS, IGNORE, NUM_CLASSES, SEQ_LEN, TENANTS
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 PRINCE_DATA = DATA_ROOT / "prince"
 BERT_TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
 SPLITS = ("train", "test")
@@ -152,7 +152,7 @@ def instruction_tensors(rows: list[dict], tokenizer, seq_len: int) -> tuple[torc
 
 @functools.lru_cache(maxsize=2)
 def _llama(split: str) -> TenantData:
-    from workloads.deepfusion.models import load_tokenizer  # the shared SmolLM2 tokenizer
+    from workloads.common.tokenizer import load_tokenizer  # the shared SmolLM2 tokenizer
 
     rows = json.loads((PRINCE_DATA / "instructions" / "alpaca_en_demo_400.json")
                       .read_text(encoding="utf-8"))

@@ -141,19 +141,18 @@ def initial_states(market: Market) -> dict[str, tuple[dict, dict]]:
                 trainable_state(programs.split_of(s).server)) for n, s in market.specs.items()}
 
 
-def probe_grad_norms(c: PrinceConfig, market: Market, pool, seed: int) -> Market:
-    """G_{n,m} measured: each owner's gradient norm at the initial model (one engine round per
-    tenant), divided by the mean over the tenant's owners. Returns the market with
+def probe_grad_norms(c: PrinceConfig, market: Market, session) -> Market:
+    """G_{n,m} measured: each owner's gradient norm at the initial model (one pass of the engine
+    per tenant), divided by the mean over the tenant's owners. Returns the market with
     `devices.grad_norm` replaced."""
-    from orchestrator.federated.pool import Collect
+    from workloads.prince.training import Probe
 
     grad = np.zeros_like(market.devices.data)
     for m, (name, (dev, srv)) in enumerate(initial_states(market).items()):
         owners = np.flatnonzero(market.devices.data[:, m] > 0).tolist()
-        state = {"tenant": name, "mode": "probe", "device": dev, "server": srv,
-                 "probe_batch": c.training.probe_batch}
-        updates, _ = pool.round(owners, state, 0, seed, Collect())
-        for u in updates:
+        updates, _ = session.map(owners, {"device": dev, "server": srv},
+                                 Probe(name, c.training.probe_batch))
+        for u in updates or []:
             grad[u.device, m] = u.metrics["grad_norm"]
         if owners:  # relative heterogeneity: alpha_m carries the scale of the tenant's gradients
             grad[owners, m] /= grad[owners, m].mean()

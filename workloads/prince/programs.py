@@ -1,13 +1,14 @@
 """What runs off the driver: the device side on the engine's pool, the edge server in its actor.
 
-* `SflDeviceProgram` (a `DeviceProgram` on the federated pool; many simulated devices per actor):
-  - mode "probe": G_n, the gradient norm of the device's loss at the round's model on one batch
+* `SflDeviceProgram` (a `DeviceProgram` on the federated pool; many simulated devices per actor),
+  told what to do by its instructions (`training.Probe` / `training.SflRound`):
+  - `Probe`: G_n, the gradient norm of the device's loss at the broadcast model on one batch
     of its shard (the convergence bound's heterogeneity term, measured, not assumed);
-  - mode "train": E local SplitFed steps; each step's smashed data goes to the tenant's
-    `EdgeServer` actor and its gradient comes back. The device uploads its W^C delta with the
-    aggregation weight the driver chose (p_n/q_n unbiased, or p_n for plain FedAvg).
-* `EdgeServer` (one Ray actor per tenant): SplitFed-V1's main server, one W^S copy per device in
-  the round, aggregated with the same weights as the device side.
+  - `SflRound`: E local SplitFed steps; each step's smashed data goes to the tenant's
+    `EdgeServer` (an engine service) and its gradient comes back. The device uploads its W^C
+    delta with the aggregation weight the strategy chose (p_n/q_n unbiased, or p_n for FedAvg).
+* `EdgeServer` (one engine service per tenant): SplitFed-V1's main server, one W^S copy per
+  device in the round, aggregated with the same weights as the device side.
 
 Models are rebuilt from (tenant, size, cut, pretrained, seed, LoRA rank/alpha) where they run, so
 only weights and smashed data cross process boundaries; states and deltas hold the trainable
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.federated.pool import DeviceUpdate
+from orchestrator.federated.pool import DeviceTask, DeviceUpdate
 from orchestrator.runtime import torch_device
 from orchestrator.workload import derive_rng
 
@@ -82,24 +83,29 @@ class SflDeviceProgram:
         torch.set_num_threads(1)
         self.specs, self.device = specs, torch_device()
 
-    def train(self, device: int, global_state: dict, round_idx: int, seed: int) -> DeviceUpdate:
-        spec = self.specs[global_state["tenant"]]
+    def train(self, device: int, state: dict, task: DeviceTask) -> DeviceUpdate:
+        from workloads.prince.training import Probe
+
+        spec = self.specs[task.instructions.tenant]
         split, data = split_of(spec), _train_data(spec.name, spec.train_limit)
         for part in (split.full, split.device, split.server):
             part.to(self.device)  # in place (a no-op once this cached split is there)
         shard = np.asarray(spec.shards[device])
-        rng = derive_rng(seed, round_idx, device)
-        if global_state["mode"] == "probe":
-            return self._probe(spec, split, data, shard, global_state, rng)
-        return self._train(spec, split, data, shard, device, global_state, rng)
+        rng = derive_rng(task.seed, task.round, device)
+        if isinstance(task.instructions, Probe):
+            return self._probe(split, data, shard, state, task.instructions.batch, rng)
+        server = task.services[spec.name]
+        return self._train(spec, split, data, shard, device, state, task.instructions.weight,
+                           server, rng)
 
-    def _probe(self, spec, split, data, shard, state, rng) -> DeviceUpdate:
+    def _probe(self, split, data, shard, state, probe_batch: int, rng) -> DeviceUpdate:
+        """`state` = both sides' weights; nothing is uploaded, G_n comes back as a metric."""
         from workloads.prince.split import load_trainable
 
         load_trainable(split.device, state["device"])
         load_trainable(split.server, state["server"])
         split.full.zero_grad(set_to_none=True)
-        batch = _to(data.batch(rng.choice(shard, size=min(state["probe_batch"], len(shard)),
+        batch = _to(data.batch(rng.choice(shard, size=min(probe_batch, len(shard)),
                                           replace=False)), self.device)
         extra = {k: batch[k] for k in split.server_keys}
         loss = split.server(split.device(**{k: batch[k] for k in split.input_keys}),
@@ -110,13 +116,14 @@ class SflDeviceProgram:
         split.full.zero_grad(set_to_none=True)
         return DeviceUpdate({}, 0.0, len(shard), 0.0, {"grad_norm": norm, "loss": float(loss)})
 
-    def _train(self, spec, split, data, shard, device, state, rng) -> DeviceUpdate:
+    def _train(self, spec, split, data, shard, device, state, weight, server, rng) -> DeviceUpdate:
+        """`state` = the device side's weights; steps go through the tenant's edge `server`."""
         import ray
 
         from workloads.prince.data import batches
         from workloads.prince.split import device_local_training
 
-        server, steps, on = state["server"], iter(range(1 << 30)), self.device
+        steps, on = iter(range(1 << 30)), self.device
 
         def server_step(smashed, labels, mask):
             first = next(steps) == 0  # a retried device (its actor died) starts its copy over
@@ -125,13 +132,12 @@ class SflDeviceProgram:
             return loss, grad.to(on)
 
         local = [_to(b, on) for b in batches(data, shard, spec.batch_size, rng)]
-        delta, m = device_local_training(split, _to(state["device"], on), local, server_step,
+        delta, m = device_local_training(split, _to(state, on), local, server_step,
                                          spec.local_steps, spec.lr, spec.optimizer)
         delta = {k: v.cpu() for k, v in delta.items()}
-        metrics = {"loss": m["loss"], "smashed_bytes": float(m["smashed_bytes_up"] +
-                                                             m["label_bytes_up"] +
-                                                             m["grad_bytes_down"])}
-        return DeviceUpdate(delta, float(state["weights"][device]), m["samples"], 0.0, metrics)
+        side = int(m["smashed_bytes_up"] + m["label_bytes_up"] + m["grad_bytes_down"])
+        return DeviceUpdate(delta, float(weight), m["samples"], 0.0, {"loss": m["loss"]},
+                            bytes_side=side)
 
 
 def make_device_program(specs: dict[str, TenantSpec]) -> SflDeviceProgram:

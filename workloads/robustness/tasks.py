@@ -16,9 +16,10 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
+from workloads.common.paths import DATA_ROOT
 from workloads.robustness.prompts import LABEL_SET, LABEL_TO_ID, PROMPT_SET
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "data" / "robustness"
+ROBUSTNESS_DATA = DATA_ROOT / "robustness"
 ADVGLUE_FIELDS = {"sst2": ("sentence",), "qqp": ("question1", "question2"),
                   "mnli": ("premise", "hypothesis"), "mnli-mm": ("premise", "hypothesis"),
                   "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2")}
@@ -168,12 +169,13 @@ def load_translation(path: str | Path, direction: str = "translation_en_to_zh") 
 
 def _advglue_task(subset: str, column: str, rows: int) -> Task:
     return Task(name=f"advglue_{subset}", kind="classification", metric="asr", paper_task=subset,
-                table="adversarial", column=column, default_path=DATA_ROOT / "advglue" / "dev.json",
-                expected_rows=rows, file_format="AdvGLUE dev.json",
+                table="adversarial", column=column,
+                default_path=ROBUSTNESS_DATA / "advglue" / "dev.json", expected_rows=rows,
+                file_format="AdvGLUE dev.json",
                 reader=partial(load_advglue, subset=subset))
 
 
-_CHAT = DATA_ROOT / "chatgpt_robust"
+_CHAT = ROBUSTNESS_DATA / "chatgpt_robust"
 TASKS: dict[str, Task] = {t.name: t for t in (
     _advglue_task("sst2", "SST-2", 148),
     _advglue_task("qqp", "QQP", 78),
@@ -181,7 +183,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     _advglue_task("qnli", "QNLI", 148),
     _advglue_task("rte", "RTE", 81),
     Task(name="anli", kind="classification", metric="asr", paper_task="anli", table="adversarial",
-         column="ANLI", default_path=DATA_ROOT / "anli" / "R3_test.jsonl", expected_rows=1200,
+         column="ANLI", default_path=ROBUSTNESS_DATA / "anli" / "R3_test.jsonl", expected_rows=1200,
          file_format="ANLI R3 test.jsonl", reader=load_anli),
     # The stored ChatGPT Flipkart run used task "sst2" (scripts/chat.sh): the SST-2 prompt and the
     # same label map; this task keeps the Flipkart prompt that config.py defines for it.

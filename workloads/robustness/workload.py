@@ -136,7 +136,7 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
     key = json.dumps([dataclasses.asdict(spec.model), dataclasses.asdict(c.prompt),
                       dataclasses.asdict(c.decoding), c.tasks, c.data_paths, cfg.seed],
                      sort_keys=True)
-    root = Path(ctx.cache_dir) / "answers" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = Path(ctx.checkpoint_dir) / "answers" / hashlib.sha256(key.encode()).hexdigest()[:16]
     jobs, skipped = plan_jobs(c, [spec], root, cfg.seed)
     if skipped:
         raise RuntimeError(f"the swept model is not available: {skipped[0]}")

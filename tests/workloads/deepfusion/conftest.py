@@ -7,7 +7,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from workloads.deepfusion.models import load_tokenizer
+    from workloads.common.tokenizer import load_tokenizer
 
     return load_tokenizer()
 

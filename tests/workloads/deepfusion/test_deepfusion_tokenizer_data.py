@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from workloads.common.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE
 from workloads.deepfusion import data
-from workloads.deepfusion.models import BOS_ID, EOS_ID, VOCAB_SIZE
 
 
 def test_tokenizer_loads_offline_and_round_trips_text(tokenizer):

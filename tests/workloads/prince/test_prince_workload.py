@@ -29,7 +29,7 @@ TINY = ["prince.federation.num_devices=8", "prince.training.rounds=2",
 
 def _aggregate(deltas: np.ndarray, q: np.ndarray, data: np.ndarray, joined: np.ndarray,
                unbiased: bool) -> np.ndarray:
-    """One round's aggregate through the engine's reducer, as training.train_tenant does."""
+    """One round's aggregate through the engine's reducer, as training.BiasResilient does."""
     enrolled = np.arange(len(q))
     weights = participation_weights(q, data, enrolled, enrolled[joined], unbiased)
     updates = [DeviceUpdate({"w": torch.as_tensor(deltas[n])}, w, 1, 0.0, {})
@@ -57,17 +57,17 @@ def test_unbiased_aggregation_equals_full_participation_in_expectation_and_fedav
 @pytest.mark.usefixtures("local_ray")
 def test_quickstart_runs_all_four_tenants_and_every_baseline_as_child_runs(workdir,
                                                                             monkeypatch):
-    from workloads.prince import training
+    from workloads.prince import workload
 
     started: dict[str, list] = {}  # tenant -> the (device, server) weights each method began from
-    real = training.train_tenant
+    real = workload.train_tenant
 
     def recording(*args, **kwargs):
         given = inspect.signature(real).bind(*args, **kwargs).arguments
         started.setdefault(given["name"], []).append(given["initial"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_tenant", recording)
+    monkeypatch.setattr(workload, "train_tenant", recording)
     assert main(["run", str(EXPERIMENTS / "quickstart.yaml"), *TINY,
                  "mlflow.experiment=prince-e2e"]) == 0
     for tenant, inits in started.items():

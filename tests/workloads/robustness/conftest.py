@@ -27,10 +27,11 @@ READY_TIMEOUT_S = 120
 
 
 def save_tiny_llama(folder: Path) -> Path:
-    """The deepfusion zoo's tiny Llama (random, seed 0) + the shipped tokenizer, HF layout."""
-    from workloads.deepfusion.models import build_device_model, load_tokenizer
+    """The shared tiny Llama (random, seed 0) + the shipped tokenizer, HF layout."""
+    from workloads.common.tiny_lm import build_tiny_llama
+    from workloads.common.tokenizer import load_tokenizer
 
-    build_device_model("llama", "tiny", seed=0).save_pretrained(str(folder))
+    build_tiny_llama(seed=0).save_pretrained(str(folder))
     load_tokenizer().save_pretrained(str(folder))
     config = folder / "tokenizer_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "chat_template": CHATML}))

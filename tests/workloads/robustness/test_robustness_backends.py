@@ -8,7 +8,7 @@ import json
 import pytest
 
 from orchestrator.config import ConfigError, load_experiment
-from orchestrator.workload import TrialContext
+from orchestrator.workload import RunContext
 from tests.conftest import REPO
 from workloads.robustness import evaluate as ev
 from workloads.robustness.backends import BackendSpec, HttpBackend, Secret, build_backend
@@ -180,7 +180,7 @@ def test_a_sweep_trial_scores_the_first_model_and_reuses_cached_answers(tmp_path
         "robustness.models=[{name: t, kind: generative, path: tiny, max_examples: 2, workers: 0,"
         " batch_size: 2}]", "robustness.tasks=[advglue_sst2,flipkart,advglue_t]",
         "robustness.decoding.translation_max_new_tokens=4"])
-    metrics = trial(cfg, TrialContext(seed=0, cache_dir=tmp_path))
+    metrics = trial(cfg, RunContext.for_trial(cfg, tmp_path))
     assert set(metrics) == set(trial_metrics(cfg)) >= {"mean_accuracy", "mean_asr", "bleu"}
     monkeypatch.setattr(ev, "build_backend", lambda s: pytest.fail("answers were cached"))
-    assert trial(cfg, TrialContext(seed=0, cache_dir=tmp_path)) == metrics
+    assert trial(cfg, RunContext.for_trial(cfg, tmp_path)) == metrics

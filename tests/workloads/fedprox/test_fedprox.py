@@ -1,0 +1,78 @@
+"""The template workload, and through it the seam every workload plugs into, without aeria:
+discovery by folder, the typed config, a run with one MLflow child per method, exact resume, a
+sweep with one child run per trial."""
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import registry
+from orchestrator.cli import main
+from tests.conftest import REPO, runs_by_parent, store
+
+EXPERIMENTS = REPO / "experiments" / "fedprox"
+TINY = ["fedprox.train_digits=400", "fedprox.federation.num_devices=4",
+        "fedprox.federation.rounds=3", "fedprox.federation.num_actors=1"]
+
+
+def test_the_template_is_found_by_its_folder_and_validates():
+    assert "fedprox" in registry.names()
+    assert main(["validate", str(EXPERIMENTS / "quickstart.yaml")]) == 0
+
+
+def test_a_knob_the_template_does_not_have_is_one_error_naming_it(capsys):
+    assert main(["validate", str(EXPERIMENTS / "quickstart.yaml"), "fedprox.federation.mu=1"]) == 2
+    assert "fedprox.federation.mu" in capsys.readouterr().err
+
+
+def _finals(experiment: str) -> list[dict]:
+    _, runs = runs_by_parent(experiment)
+    parent, children = runs[-1]
+    assert parent.info.status == "FINISHED"
+    return sorted(({"method": c.info.run_name, **c.data.metrics} for c in children),
+                  key=lambda r: r["method"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_a_run_killed_mid_method_resumes_to_the_metrics_of_an_uninterrupted_run(workdir,
+                                                                                 monkeypatch):
+    from workloads.fedprox import workload
+
+    args = ["run", str(EXPERIMENTS / "quickstart.yaml"), *TINY]
+    assert main([*args, "mlflow.experiment=fp-straight"]) == 0
+    straight = _finals("fp-straight")
+    assert [r["method"] for r in straight] == ["fedavg", "fedprox"]
+    assert all(r["accuracy"] > 0.15 for r in straight), "better than chance (0.1) in 3 rounds"
+
+    calls, real = [], workload.accuracy
+
+    def dies_in_the_second_method(*a):
+        calls.append(1)
+        if len(calls) == 5:  # fedavg's 3 rounds, then fedprox's second
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(workload, "accuracy", dies_in_the_second_method)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "mlflow.experiment=fp-resumed"])
+    monkeypatch.setattr(workload, "accuracy", real)
+    assert main([*args, "mlflow.experiment=fp-resumed", "--resume"]) == 0
+    assert _finals("fp-resumed") == straight
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_the_mu_sweep_leaves_one_child_run_per_trial(workdir):
+    assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), "fedprox.federation.rounds=2",
+                 "fedprox.train_digits=300", "mlflow.experiment=fp-sweep"]) == 0
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking import KIND_TAG, PARENT_TAG
+
+    client = MlflowClient(store())
+    runs = client.search_runs([client.get_experiment_by_name("fp-sweep").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
+    trials = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    assert len(trials) == 3, "a grid of three mu values"
+    assert all(t.info.status == "FINISHED" and "accuracy_fedprox" in t.data.metrics
+               for t in trials)
