@@ -5,11 +5,10 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
-from orchestrator.config import BadInput, ConfigError, load_experiment
+from orchestrator.config import BadInput, load_experiment
 from orchestrator.progress import console, setup_logging
 from orchestrator.workload import rows_to_columns
 
@@ -19,6 +18,7 @@ USAGE = """examples:
   orchestrator run experiments/aeria/quickstart.yaml --resume   # continue a killed run
   orchestrator sweep experiments/aeria/sweep.yaml sweep.num_samples=8
   orchestrator validate experiments/aeria/paper.yaml
+  orchestrator reproduce fedprox          # a paper's claims: ours, 95% interval, verdict
   orchestrator list
   orchestrator compare aeria-quickstart
   orchestrator submit experiments/aeria/quickstart.yaml --address http://127.0.0.1:8265
@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true",
                            help="continue the last run of this exact config from its checkpoints")
         p.set_defaults(func=func)
+    p = sub.add_parser("reproduce", help="run a workload's CPU-sized reproduction; print its "
+                                         "paper-claims table")
+    p.add_argument("workload", help="workload name, e.g. fedprox")
+    p.add_argument("overrides", nargs="*", help="OmegaConf dotlist, e.g. seed=1")
+    p.add_argument("--resume", action="store_true", help="continue a killed reproduction")
+    p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("list", help="list workloads and shipped experiments")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("compare", help="table of the latest parent run's child runs")
@@ -114,58 +120,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _execute(args: argparse.Namespace, kind: str) -> int:
-    """Validate everything first, then open the parent run, then start or join Ray."""
-    from orchestrator import preflight, registry, runtime, state, tracking
+    """Parse, hand over to the runner, print what it produced."""
+    from orchestrator import runner
 
     cfg = load_experiment(args.config, args.overrides)
-    workload = registry.get(cfg.workload)
-    if kind == "sweep" and not cfg.sweep.params:
-        raise ConfigError("sweep.params", "nothing to sweep", "add sweep.params to the config")
-    if kind == "sweep" and workload.trial is None and workload.trial_batch is None:
-        raise ConfigError("workload", f"'{cfg.workload}' defines no trial() and cannot be swept")
-    preflight.check_before_start(cfg, workload, kind, about_to_run=True)
-    state.check_state_dir(cfg)
-    tracking.check_store(tracking.tracking_uri(cfg.mlflow.tracking_uri), probe=True)
-    resume = getattr(args, "resume", False)
-    state_dir = state.run_state_dir(cfg, args.config, resume)
-    started = time.time()
     try:
-        with tracking.parent_run(cfg, args.config, kind, state.last_run_id(state_dir),
-                                 args.overrides) as parent, \
-                runtime.ray_session(cfg.ray):
-            state.remember_run_id(state_dir, parent.run_id)
-            rows = _run_workload(cfg, workload, parent, state_dir, resume) if kind == "run" \
-                else _run_sweep(cfg, parent)
-            parent.log_table(rows, "results.csv")
-            parent.log_metrics({"wall_seconds": time.time() - started})
+        out = runner.execute(cfg, args.config, args.overrides, kind, getattr(args, "resume", False))
     except BadInput:
-        raise  # one line and exit 2 (`main`); the parent run is already marked FAILED
+        raise  # one line and exit 2 (`main`); a parent run already opened is marked FAILED
     except Exception:
         log.exception("the %s failed; its MLflow run is marked FAILED", kind)
         return 1
-    _print_summary(rows if kind == "run" else _best_trials(rows, cfg), cfg, parent.run_id)
+    _print_summary(out.rows if kind == "run" else _best_trials(out.rows, cfg), cfg, out.run_id)
+    if out.claims:
+        console.print("[bold]the paper's claims[/bold] (claims.md in the parent run)")
+        _print_table(out.claims)
     return 0
 
 
-def _run_workload(cfg, workload, parent, state_dir: Path, resume: bool) -> list[dict]:
-    from orchestrator import runtime
-    from orchestrator.progress import progress
-    from orchestrator.workload import RunContext
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`run experiments/<workload>/reproduce.yaml`: the CPU-sized reproduction and its claims."""
+    from orchestrator import runner
 
-    ctx = RunContext(cfg=cfg, tracker=parent, progress=progress, map=runtime.parallel_map,
-                     checkpoint_dir=state_dir / "checkpoints")
-    ctx.checkpoint_dir.mkdir(exist_ok=True)
-    return workload.run(cfg, ctx)
-
-
-def _run_sweep(cfg, parent) -> list[dict]:
-    from orchestrator import tuning
-
-    rows = tuning.run_sweep(cfg, parent)
-    best = rows[tuning.best_index(rows, cfg.sweep.metric, cfg.sweep.mode)]
-    parent.log_metrics({f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
-    parent.set_tags({"best_trial": best["trial"]})
-    return rows
+    args.config = str(runner.reproduction_config(args.workload))
+    return _execute(args, kind="run")
 
 
 def _best_trials(rows: list[dict], cfg, top: int = 10) -> list[dict]:

@@ -16,6 +16,10 @@ A workload is a package exposing one `Workload` object (see `workloads/aeria/__i
   "trial") holds on Ray at once, as `ResourceRequest`s, so a request a local Ray can never
   grant fails before Ray starts instead of waiting for ever (`preflight.check_fits_local`).
 
+* `claims` (optional) are the paper's claims as data (`orchestrator.claims.Claim`): after `run`,
+  the core writes `claims.csv`/`claims.md` to the parent run with a verdict per claim, and
+  `orchestrator reproduce <name>` runs `experiments/<name>/reproduce.yaml` and prints them.
+
 `cfg` is the validated, typed experiment (`cfg.seed`, `cfg.section` is the workload's own
 dataclass). Workload algorithms stay plain functions; only `run`/`trial` see the context.
 """
@@ -41,6 +45,7 @@ class Workload:
     trial_metrics: Optional[Callable[[Any], Sequence[str]]] = None  # names trial() returns
     resource_requests: Optional[Callable[[Any, str], Sequence["ResourceRequest"]]] = None
     description: str = ""
+    claims: Sequence[Any] = ()  # orchestrator.claims.Claim: the paper's claims, checked per run
 
     def evaluate_batch(self, cfgs: Sequence[Any], ctx: "RunContext") -> list[Metrics]:
         """Metrics for each configuration: vectorised if the workload can, else one by one."""
@@ -125,6 +130,12 @@ class RunContext:
     def rng(self, *keys: int) -> np.random.Generator:
         """`ctx.rng(round, device)`: a generator derived from the run's seed and the keys."""
         return derive_rng(self.cfg.seed, *keys)
+
+    def with_seed(self, seed: int) -> "RunContext":
+        """This context for another seed (a workload that repeats its comparison over seeds)."""
+        import dataclasses
+
+        return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, seed=seed))
 
     @property
     def federation(self):

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from orchestrator.config import RayConfig, flatten
-from orchestrator.runtime import (own_scheduling_group, parallel_map, resolve_address,
-                                  scheduling_autogroup)
+from orchestrator.runtime import parallel_map, resolve_address, scheduling_autogroup
 from tests.conftest import QUICKSTART, REPO
 
 

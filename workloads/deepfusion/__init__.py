@@ -4,7 +4,7 @@ federated knowledge distillation on the server.
 Plain, Ray-free algorithm modules (the workload's orchestration imports them):
   config.py      every algorithm knob (DeepFusionConfig)
   data.py        the shipped medical / financial text, splits, causal-LM blocks
-  models.py      shared tokenizer, on-device model zoo, dense MoE-base students, memory estimates
+  models.py      on-device model zoo, dense MoE-base students, memory estimates
   clustering.py  Phase I: e_n, Pi (Eq. 6), KMeans within model types, proxy averaging (Fig. 4)
   vaa.py         Phase II: View-Aligned Attention (Eqs. 7-8, Fig. 5)
   distill.py     Phase II: L_KD = L_CE + alpha L_FM + beta L_KL (Eqs. 9-11), OFA-KD, FedMKT

@@ -14,9 +14,9 @@ Pipeline (each method's result: final metrics, loss histories, comm bytes, peak 
   centralized  the MoE trained from scratch on the pooled private + public data (Ray Train, EP)
   fedjets  R rounds on the engine: each device trains a compact MoE of its top experts
 
-Caching and resume: every phase's output is one file in `ctx.checkpoint_dir` named by the phase
-and a digest of exactly the config it depends on (`torch.save`, loaded with weights_only); FedJETS
-checkpoints every round. A resumed run (`run --resume`) finds what a killed run finished, and the
+Caching and resume: every phase's output is kept by `ctx.cached` under the phase's name and a
+digest of the seed and the config sections it reads (`phase_deps`); FedJETS runs on the engine
+(`ctx.federation`), which checkpoints every round. A resumed run (`run --resume`) finds what a killed run finished, and the
 trials of a sweep share what their configs have in common (Phases 0 and I of an alpha/beta sweep
 run once). Nothing here logs to MLflow: `workload.py` reports what these functions return.
 Every seed derives from `cfg.seed` (`ctx.rng`, `programs.derive_seed`).

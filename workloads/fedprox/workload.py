@@ -9,10 +9,9 @@ from typing import Any
 from orchestrator.federated.pool import DeviceTask, DeviceUpdate
 from orchestrator.federated.strategy import Strategy
 
-
 @dataclass(frozen=True)
 class Proximal:
-    mu: float  # the instruction FedProx adds to FedAvg's round
+    mu: float  # the instruction FedProx adds to FedAvg's round; mu = 0 is FedAvg
 
 
 class FedProx(Strategy):
@@ -21,7 +20,7 @@ class FedProx(Strategy):
         self.mu, self.evaluate = mu, lambda r, state: evaluate(state)
 
     def instructions(self, round_idx: int, state: dict) -> Proximal:
-        return Proximal(self.mu)  # mu = 0 is FedAvg
+        return Proximal(self.mu)
 
 
 def model(c, seed: int):
@@ -34,11 +33,16 @@ def model(c, seed: int):
 
 def digits(split: str, limit: int = 8000):
     import torch
-
     from workloads.common.images import load_mnist
 
     x, y = load_mnist(split)
     return torch.from_numpy(x[:limit]).float() / 255, torch.from_numpy(y[:limit])
+
+
+def accuracy(c, test, state: dict) -> dict[str, float]:
+    net = model(c, 0)
+    net.load_state_dict(state)
+    return {"accuracy": float((net(test[0]).argmax(1) == test[1]).float().mean())}
 
 
 class Device:
@@ -51,47 +55,36 @@ class Device:
     def train(self, device: int, state: dict, task: DeviceTask) -> DeviceUpdate:
         import torch
 
+        c, idx = self.c, torch.as_tensor(self.shards[device])
         self.net.load_state_dict(state)
         anchor = [p.detach().clone() for p in self.net.parameters()]
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.c.lr)
+        opt = torch.optim.SGD(self.net.parameters(), lr=c.lr)
         gen = torch.Generator().manual_seed(task.seed * 100_003 + task.round * 1_009 + device)
-        idx = torch.as_tensor(self.shards[device])
-        for _ in range(self.c.local_steps):
-            b = idx[torch.randint(len(idx), (self.c.batch_size,), generator=gen)]
+        for _ in range(c.local_steps):
+            b = idx[torch.randint(len(idx), (c.batch_size,), generator=gen)]
             loss = torch.nn.functional.cross_entropy(self.net(self.x[b]), self.y[b])
             prox = sum(((p - a) ** 2).sum() for p, a in zip(self.net.parameters(), anchor))
             opt.zero_grad()
             (loss + task.instructions.mu / 2 * prox).backward()
             opt.step()
-        update = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        flops = 6.0 * 784 * self.c.hidden * self.c.batch_size * self.c.local_steps
-        return DeviceUpdate(update, float(len(idx)), len(idx), flops, {"loss": float(loss)})
+        flops = 6.0 * 784 * c.hidden * c.batch_size * c.local_steps
+        return DeviceUpdate({k: v.detach().clone() for k, v in self.net.state_dict().items()},
+                            float(len(idx)), len(idx), flops, {"loss": float(loss)})
 
 
-def accuracy(c, test, state: dict) -> dict[str, float]:
-    import torch
-
-    net = model(c, 0)
-    net.load_state_dict(state)
-    with torch.no_grad():
-        return {"accuracy": float((net(test[0]).argmax(1) == test[1]).float().mean())}
-
-
-def train_methods(cfg: Any, ctx: Any, child=None) -> dict[str, Any]:
+def train_methods(cfg: Any, ctx: Any, child=lambda m: contextlib.nullcontext()) -> dict:
     """Every method from the same initial weights, devices and data: {method: FederatedRun},
     each inside `child(method)` (an MLflow child run that gets the per-round metrics)."""
     from orchestrator.federated.population import partition, sample_population
 
-    c, fed = cfg.fedprox, cfg.fedprox.federation
-    labels = digits("train", c.train_digits)[1].numpy()
-    shards = partition(labels, fed.num_devices, fed.size_skew, fed.label_alpha, ctx.rng(1))
-    population, test = sample_population(fed, ctx.rng(0)), digits("test")
-    init = model(c, ctx.seed).state_dict()
-    evaluate = functools.partial(accuracy, c, test)
-    out = {}
-    with ctx.federation.session(fed, functools.partial(Device, c, shards), population) as fl:
+    c, fed, out = cfg.fedprox, cfg.fedprox.federation, {}
+    shards = partition(digits("train", c.train_digits)[1].numpy(), fed.num_devices,
+                       fed.size_skew, fed.label_alpha, ctx.rng(1))
+    evaluate, init = functools.partial(accuracy, c, digits("test")), model(c, ctx.seed).state_dict()
+    program = functools.partial(Device, c, shards)
+    with ctx.federation.session(fed, program, sample_population(fed, ctx.rng(0))) as fl:
         for m in c.methods:
-            with (child or (lambda _: contextlib.nullcontext()))(m) as run:
+            with child(m) as run:
                 out[m] = fl.run(m, FedProx(fed.participation, c.mu * (m == "fedprox"), evaluate),
                                 init, fed.rounds, key=(c,),
                                 on_round=lambda r, e: run and run.log_metrics(e, step=r))
@@ -99,10 +92,14 @@ def train_methods(cfg: Any, ctx: Any, child=None) -> dict[str, Any]:
 
 
 def run(cfg: Any, ctx: Any) -> list[dict]:
-    runs = train_methods(cfg, ctx, ctx.tracker.child)
-    return [{"method": m, "rounds": len(fr.history), "accuracy": fr.history[-1]["accuracy"],
-             "comm_bytes": fr.history[-1]["cum_bytes"],
-             "sim_seconds": fr.history[-1]["cum_sim_seconds"]} for m, fr in runs.items()]
+    """One row per method and seed (child runs are named "<method> seed <s>" past one seed)."""
+    rows = []
+    for seed in range(cfg.seed, cfg.seed + cfg.fedprox.seeds):
+        suffix = f" seed {seed}" if cfg.fedprox.seeds > 1 else ""
+        runs = train_methods(cfg, ctx.with_seed(seed), lambda m: ctx.tracker.child(m + suffix))
+        rows += [{"method": m, "seed": seed, "rounds": len(fr.history), **{k: fr.history[-1][k]
+                  for k in ("accuracy", "cum_bytes", "cum_sim_seconds")}} for m, fr in runs.items()]
+    return rows
 
 
 def trial_metrics(cfg: Any) -> list[str]:

