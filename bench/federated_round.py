@@ -22,6 +22,9 @@ about 40 s here (warm-up and 3 rounds of ~7 s), so it runs too; `--flower-max-de
 Measured here (session 4, `--quick`): seconds per round at N = 20 / 100: plain 0.031 / 0.167,
 engine 0.025 / 0.084 (0.80x / 0.50x plain), Flower 0.207 / 0.426 (6.6x / 2.6x plain, 8.2x / 5.1x
 the engine) with 1 CPU per client; with Flower's default 2 CPUs per client, 0.208 / 0.634 s.
+Measured 2026-12-06 (full engine round, Strategy seam): engine/plain 0.77x / 0.58x / 0.54x /
+0.59x at N = 20 / 100 / 1,000 / 10,000; RSS 1,213 MB at N = 100, 1,529 MB at N = 10,000 (1.26x);
+Flower 6.40x / 2.50x / 7.79x the plain loop at N = 20 / 100 / 1,000.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from workloads.fedprox.config import FedProxConfig
 from workloads.fedprox.workload import run, trial, trial_metrics
 
 CLAIMS = (Claim("FedProx's proximal term raises accuracy over FedAvg on heterogeneous devices",
-                "+22 points of test accuracy on average (Li et al. 2020, abstract; with 90% "
-                "stragglers, which this template does not simulate)", 0.22,
+                "+22 points of accuracy (Li et al. 2020, abstract; with 90% stragglers, "
+                "not simulated here)", 0.22,
                 paired_difference("accuracy", "fedprox", "fedavg")),)
 
 WORKLOAD = Workload(name="fedprox", config_cls=FedProxConfig, run=run, trial=trial,
