@@ -124,6 +124,9 @@ class ExperimentBase:
 
     workload: str = knob(dataclasses.MISSING, "registered workload name (see `orchestrator list`)")
     seed: int = knob(0, "seed for every random choice of the run", ge=0)
+    seeds: int = knob(1, "run the experiment for seeds seed, seed+1, ..., seed+seeds-1: child runs "
+                      "'<name> seed <s>', a seed column in results.csv, 95% intervals in the "
+                      "paper-claims table (`run` only; a sweep varies `seed` in sweep.params)", ge=1)
     state_dir: str = knob(".orchestrator", "what must outlive a process: run checkpoints and "
                           "--resume state (state/), Tune results (ray_results/). On a cluster, "
                           "an absolute path every node shares (NFS, a PVC), so Ray Train "

@@ -31,6 +31,9 @@ def check(cfg: Any, kind: str) -> Any:
     from orchestrator import preflight, registry, state, tracking
 
     workload = registry.get(cfg.workload)
+    if kind == "sweep" and cfg.seeds > 1:
+        raise ConfigError("seeds", "a sweep runs each trial at `seed`; `seeds` repeats a run",
+                          "drop seeds, or sweep over seeds with sweep.params.seed: {grid: [0, 1, 2]}")
     if kind == "sweep" and not cfg.sweep.params:
         raise ConfigError("sweep.params", "nothing to sweep", "add sweep.params to the config")
     if kind == "sweep" and workload.trial is None and workload.trial_batch is None:
@@ -64,14 +67,26 @@ def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
 
 
 def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> list[dict]:
+    """`workload.run` once, or once per seed (`seeds: N`), each seed in a `SeedScope` of the
+    parent run; the rows of every seed, with a `seed` column when there are several."""
+    import dataclasses
+
     from orchestrator import runtime
     from orchestrator.progress import progress
+    from orchestrator.tracking import SeedScope
     from orchestrator.workload import RunContext
 
     checkpoint_dir.mkdir(exist_ok=True)
-    ctx = RunContext(cfg=cfg, tracker=parent, progress=progress, map=runtime.parallel_map,
-                     checkpoint_dir=checkpoint_dir)
-    return workload.run(cfg, ctx)
+    if cfg.seeds == 1:
+        return workload.run(cfg, RunContext(cfg, parent, progress, runtime.parallel_map,
+                                            checkpoint_dir))
+    rows = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        one = dataclasses.replace(cfg, seed=seed, seeds=1)
+        ctx = RunContext(one, SeedScope(parent, seed), progress, runtime.parallel_map,
+                         checkpoint_dir)
+        rows += [{"seed": seed, **row} for row in workload.run(one, ctx)]
+    return rows
 
 
 def run_sweep(cfg: Any, parent: Any) -> list[dict]:

@@ -262,6 +262,33 @@ class RunTracker:
         self.client.set_terminated(self.run_id, status)
 
 
+class SeedScope:
+    """The parent run as one seed of a multi-seed run (`seeds: N`) sees it: child runs are named
+    '<name> seed <s>', and what the workload logs on the parent goes under `seed_<s>/` (artifacts,
+    tags) or `seed<s>/` (metrics), so the seeds never overwrite each other."""
+
+    def __init__(self, parent: RunTracker, seed: int):
+        self.parent, self.seed = parent, seed
+
+    def child(self, name: str, kind: str = "child"):
+        return self.parent.child(f"{name} seed {self.seed}", kind)
+
+    def log_metrics(self, metrics: dict, step: Optional[int] = None) -> None:
+        self.parent.log_metrics({f"seed{self.seed}/{k}": v for k, v in metrics.items()}, step)
+
+    def set_tags(self, tags: dict) -> None:
+        self.parent.set_tags({f"seed_{self.seed}/{k}": v for k, v in tags.items()})
+
+    def log_figure(self, fig: Any, name: str) -> None:
+        self.parent.log_figure(fig, f"seed_{self.seed}/{name}")
+
+    def log_table(self, rows: Sequence[dict], name: str) -> None:
+        self.parent.log_table(rows, f"seed_{self.seed}/{name}")
+
+    def log_text(self, text: str, name: str) -> None:
+        self.parent.log_text(text, f"seed_{self.seed}/{name}")
+
+
 @contextlib.contextmanager
 def parent_run(cfg: Any, config_path: str, kind: str, resume_run_id: str | None = None,
                overrides: Sequence[str] = ()) -> Iterator[RunTracker]:

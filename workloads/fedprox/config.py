@@ -12,7 +12,6 @@ class FedProxConfig:
     federation: FederatedTrainingConfig = knob(factory=FederatedTrainingConfig)
     methods: list[str] = knob(list(METHODS), "methods compared, one MLflow child run each",
                               choices=METHODS)
-    seeds: int = knob(1, "seeds cfg.seed, cfg.seed + 1, ...: each compares every method", ge=1)
     mu: float = knob(0.1, "FedProx proximal weight mu (Li et al. 2020, Eq. 2)", ge=0)
     train_digits: int = knob(2000, "MNIST training digits split over the devices", ge=1, le=8000)
     hidden: int = knob(32, "hidden units of the MLP", ge=1)

@@ -92,14 +92,9 @@ def train_methods(cfg: Any, ctx: Any, child=lambda m: contextlib.nullcontext()) 
 
 
 def run(cfg: Any, ctx: Any) -> list[dict]:
-    """One row per method and seed (child runs are named "<method> seed <s>" past one seed)."""
-    rows = []
-    for seed in range(cfg.seed, cfg.seed + cfg.fedprox.seeds):
-        suffix = f" seed {seed}" if cfg.fedprox.seeds > 1 else ""
-        runs = train_methods(cfg, ctx.with_seed(seed), lambda m: ctx.tracker.child(m + suffix))
-        rows += [{"method": m, "seed": seed, "rounds": len(fr.history), **{k: fr.history[-1][k]
-                  for k in ("accuracy", "cum_bytes", "cum_sim_seconds")}} for m, fr in runs.items()]
-    return rows
+    runs = train_methods(cfg, ctx, ctx.tracker.child)
+    return [{"method": m, "rounds": len(fr.history), **{k: fr.history[-1][k] for k in
+             ("accuracy", "cum_bytes", "cum_sim_seconds")}} for m, fr in runs.items()]
 
 
 def trial_metrics(cfg: Any) -> list[str]:

@@ -84,7 +84,7 @@ def test_reproduce_runs_every_seed_and_logs_the_claims_table_to_the_parent_run(w
     from mlflow import MlflowClient
 
     assert main(["reproduce", "fedprox", *TINY, "fedprox.federation.rounds=2",
-                 "fedprox.seeds=2", "mlflow.experiment=fp-reproduce"]) == 0
+                 "seeds=2", "mlflow.experiment=fp-reproduce"]) == 0
     _, runs = runs_by_parent("fp-reproduce")
     parent, children = runs[-1]
     assert sorted(c.info.run_name for c in children) == [
@@ -99,3 +99,8 @@ def test_reproduce_runs_every_seed_and_logs_the_claims_table_to_the_parent_run(w
 def test_reproduce_of_a_workload_without_claims_is_one_error(capsys):
     assert main(["reproduce", "robustness"]) == 2
     assert "declares no paper claims" in capsys.readouterr().err
+
+
+def test_seeds_repeat_a_run_and_a_sweep_that_asks_for_them_is_one_error(capsys):
+    assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), "seeds=3"]) == 2
+    assert "config error at 'seeds'" in capsys.readouterr().err
