@@ -50,12 +50,14 @@ def phase0_training(seed: int = 7):
         from orchestrator.federated.pool import DeviceTask
         from orchestrator.runtime import torch_device
         from workloads.deepfusion.data import load_case
-        from workloads.deepfusion.programs import LocalSpec, make_local_program
+        from workloads.deepfusion.models import build_device_model
+        from workloads.deepfusion.programs import LocalSpec, cpu_state, make_local_program
 
         texts = [r.text for r in load_case("financial")[:40]]
         spec = LocalSpec(models=["gpt2"], texts=[texts], size="tiny", seq_len=32, batch_size=4,
                          optimizer="adam", lr=1e-3, steps=2, embedding="random_projection",
-                         embedding_dim=16, encoder_seed=0, dtype_bytes=4)
+                         embedding_dim=16, encoder_seed=0, dtype_bytes=4,
+                         releases={"gpt2": cpu_state(build_device_model("gpt2", "tiny"))})
         return str(torch_device()), make_local_program(spec).train(0, {}, DeviceTask(0, seed))
 
     return train

@@ -75,6 +75,11 @@ class LocalTrainConfig:
     optimizer: str = knob("adamw", "on-device optimizer", choices=OPTIMIZERS)
     lr: float = knob(1e-3, "on-device learning rate", gt=0)
     steps: int = knob(60, "local training steps per device before the one-shot upload", ge=0)
+    release_steps: int = knob(100, "steps each on-device model type is first trained on the "
+                              "public split: the shared 'release' every device of that type "
+                              "fine-tunes from, so Phase I averages aligned networks [OURS, a "
+                              "stand-in for a pretrained release]; 0: one shared random init",
+                              ge=0)
 
 
 @dataclass

@@ -65,7 +65,7 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
     if phase == "phase0":
         return devices
     if phase == "phase1":
-        return (*devices, c.moe.num_experts)
+        return (*devices, c.moe.num_experts, r.eval_blocks)
     if phase == "phase2":
         return (*devices, c.moe.num_experts, c.distill, c.vaa, c.baselines, method)
     if phase == "phase3":
@@ -132,6 +132,17 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
 
 
 # --------------------------------------------------------------------------- Phase 0
+def releases(c: DeepFusionConfig, setup: Setup, ctx) -> dict[str, dict]:
+    """{model name: initial weights} for every on-device model type in use: one shared start per
+    type (`local.release_steps` on the public split), in parallel Ray tasks."""
+    names = sorted(set(setup.device_models))
+    jobs = [programs.ReleaseJob(n, c.models.size, setup.public_blocks, c.local.release_steps,
+                                c.data.batch_size, c.local.optimizer, c.local.lr, ctx.seed)
+            for n in names]
+    return dict(zip(names, ctx.map(programs.train_release, jobs, desc="on-device releases",
+                                   num_gpus=task_gpus(c))))
+
+
 def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     """Every device trains its model and uploads it once with e_n (one pass on the engine)."""
     import torch
@@ -142,7 +153,8 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     spec = programs.LocalSpec(setup.device_models, setup.device_texts, c.models.size,
                               c.data.seq_len, c.data.batch_size, c.local.optimizer, c.local.lr,
                               c.local.steps, cl.embedding, cl.embedding_dim,
-                              derive_seed(seed, 3), c.models.dtype_bytes)
+                              derive_seed(seed, 3), c.models.dtype_bytes,
+                              releases(c, setup, ctx))
     with ctx.federation.session(fed, functools.partial(programs.make_local_program, spec),
                                 setup.population) as fl:
         updates, reports = fl.map(range(fed.num_devices), {})
@@ -156,7 +168,9 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
 
 # --------------------------------------------------------------------------- Phase I
 def cluster_devices(c: DeepFusionConfig, setup: Setup, phase0: dict, seed: int) -> dict:
-    """K clusters of devices (one model type each) and each cluster's proxy model (Fig. 4)."""
+    """K clusters of devices (one model type each), each cluster's proxy model (Fig. 4), and the
+    held-out log-PPL of every proxy beside its members' (an average of aligned networks should
+    be no worse than its worst member)."""
     from workloads.deepfusion.clustering import (average_weights, cluster_members,
                                                  cluster_within_families)
 
@@ -167,10 +181,26 @@ def cluster_devices(c: DeepFusionConfig, setup: Setup, phase0: dict, seed: int) 
     members = cluster_members(labels)
     weights = [[phase0["samples"][n] for n in m] if cl.average_by == "data_size" else None
                for m in members]
-    return {"labels": [int(x) for x in labels], "members": members,
-            "teachers": [setup.device_models[m[0]] for m in members],
-            "proxies": [average_weights([phase0["states"][n] for n in m], w)
-                        for m, w in zip(members, weights)]}
+    teachers = [setup.device_models[m[0]] for m in members]
+    proxies = [average_weights([phase0["states"][n] for n in m], w)
+               for m, w in zip(members, weights)]
+    return {"labels": [int(x) for x in labels], "members": members, "teachers": teachers,
+            "proxies": proxies,
+            "proxy_log_ppl": [device_log_ppl(c, t, p, setup.test_blocks)
+                              for t, p in zip(teachers, proxies)],
+            "member_log_ppl": [[device_log_ppl(c, teachers[i], phase0["states"][n],
+                                               setup.test_blocks) for n in m]
+                               for i, m in enumerate(members)]}
+
+
+def device_log_ppl(c: DeepFusionConfig, model_name: str, state: dict, blocks) -> float:
+    """Held-out log-PPL of an on-device model `model_name` with weights `state`."""
+    from workloads.deepfusion.metrics import evaluate_lm
+    from workloads.deepfusion.models import build_device_model
+
+    model = build_device_model(model_name, c.models.size)
+    model.load_state_dict(state)
+    return evaluate_lm(model, blocks, c.data.eval_batch_size)["log_ppl"]
 
 
 # --------------------------------------------------------------------------- Phase II
@@ -397,8 +427,17 @@ def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -
                             lambda m=m, p=phase2: upcycle_and_tune(c, setup, m, p["students"], ctx))
         out[m] = {**result, "distill_losses": phase2["losses"], "comm_bytes": comm,
                   "peak_device_memory_bytes": memory, "phase0": phase0["device_metrics"],
-                  "clusters": phase1["members"]}
+                  "clusters": phase1["members"], "proxies": proxy_rows(phase1)}
     return out
+
+
+def proxy_rows(phase1: dict) -> list[dict]:
+    """One row per cluster: its teacher type, members, and proxy vs member held-out log-PPL."""
+    return [{"cluster": i, "teacher": t, "members": " ".join(map(str, m)),
+             "proxy_log_ppl": p, "best_member_log_ppl": min(ms), "worst_member_log_ppl": max(ms)}
+            for i, (t, m, p, ms) in enumerate(zip(phase1["teachers"], phase1["members"],
+                                                  phase1["proxy_log_ppl"],
+                                                  phase1["member_log_ppl"]))]
 
 
 def programs_comm(c: DeepFusionConfig, phase0: dict) -> float:

@@ -20,6 +20,7 @@ returned state is a CPU copy, so what is aggregated and pickled does not depend 
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,13 @@ from orchestrator.workload import derive_rng
 def derive_seed(*keys: int) -> int:
     """An int seed for torch from (seed, *keys), via the one seeding helper."""
     return int(derive_rng(*keys).integers(2**31 - 1))
+
+
+def shared_init_seed(seed: int, model_name: str) -> int:
+    """The initial weights of every device running `model_name`: one per model type, as on-device
+    LLMs of one type are fine-tuned from one release, so Phase I averages aligned networks (the
+    average of independently initialised ones is worse than any of them)."""
+    return derive_seed(seed, 100, zlib.crc32(model_name.encode()))
 
 
 def cpu_state(module) -> dict:
@@ -71,6 +79,7 @@ class LocalSpec:
     embedding_dim: int
     encoder_seed: int         # one encoder shared by every device (e_n must be comparable)
     dtype_bytes: int
+    releases: dict            # model name -> the initial weights every device of it starts from
 
 
 class LocalLmProgram:
@@ -97,8 +106,9 @@ class LocalLmProgram:
         s, seed = self.spec, task.seed
         texts = s.texts[device]
         blocks = lm_blocks(texts, self.tokenizer, s.seq_len)
-        model = build_device_model(s.models[device], s.size,
-                                   seed=derive_seed(seed, 100, device)).to(torch_device())
+        model = build_device_model(s.models[device], s.size)
+        model.load_state_dict(s.releases[s.models[device]])
+        model.to(torch_device())
         optimizer = make_optimizer(model.parameters(), s.optimizer, s.lr)
         losses = _train_steps(model, blocks, s.steps, s.batch_size, optimizer,
                               derive_rng(seed, 101, device))
@@ -120,6 +130,33 @@ class LocalLmProgram:
 
 def make_local_program(spec: LocalSpec) -> LocalLmProgram:
     return LocalLmProgram(spec)
+
+
+@dataclass(frozen=True)
+class ReleaseJob:
+    """One on-device model type's 'release': built from its shared seed, trained on public data."""
+
+    model: str
+    size: str
+    blocks: Any               # (n, T) public token blocks
+    steps: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    seed: int
+
+
+def train_release(job: ReleaseJob) -> dict:
+    """The initial weights every device running `job.model` fine-tunes from (a Ray task)."""
+    from workloads.common.optim import make_optimizer
+    from workloads.deepfusion.models import build_device_model
+
+    model = build_device_model(job.model, job.size, seed=shared_init_seed(job.seed, job.model))
+    model.to(torch_device())
+    _train_steps(model, job.blocks, job.steps, job.batch_size,
+                 make_optimizer(model.parameters(), job.optimizer, job.lr),
+                 derive_rng(job.seed, 102, zlib.crc32(job.model.encode())))
+    return cpu_state(model)
 
 
 # --------------------------------------------------------------------------- FedJETS

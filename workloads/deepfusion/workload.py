@@ -83,7 +83,7 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
         results = run_methods(c, setup, ctx, on_round or (lambda r, m: None))
         kd = [r for r in results.values() if "phase0" in r]
         if kd:  # Phases 0 and I are shared by every KD method: logged once, on the parent
-            _log_phase0(ctx.tracker, kd[0]["phase0"], kd[0]["clusters"])
+            _log_phase0(ctx.tracker, kd[0]["phase0"], kd[0]["clusters"], kd[0]["proxies"])
         rows = []
         for method in c.run.methods:
             child = live.get(method) or stack.enter_context(ctx.tracker.child(method))
@@ -95,10 +95,15 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     return rows
 
 
-def _log_phase0(tracker, device_metrics: dict, clusters: list) -> None:
+def _log_phase0(tracker, device_metrics: dict, clusters: list, proxies: list[dict]) -> None:
+    """Phase 0 per device, and Phase I's proxies against their members (proxies.csv)."""
     for n in range(len(next(iter(device_metrics.values())))):
         tracker.log_metrics({f"phase0_{k}": v[n] for k, v in device_metrics.items()}, step=n)
     tracker.log_text(repr(clusters), "clusters.txt")
+    tracker.log_table(proxies, "proxies.csv")
+    for row in proxies:
+        tracker.log_metrics({k: row[k] for k in ("proxy_log_ppl", "worst_member_log_ppl")},
+                            step=row["cluster"])
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -14,6 +14,7 @@ from tests.conftest import REPO, runs_by_parent
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 QUICKSTART = str(REPO / "experiments" / "deepfusion" / "quickstart.yaml")
 TINY = ["deepfusion.data.max_records=400", "deepfusion.local.steps=3",
+        "deepfusion.local.release_steps=3",
         "deepfusion.distill.steps=3", "deepfusion.moe.steps=2",
         "deepfusion.run.centralized_steps=2",
         "deepfusion.baselines.fedjets_rounds=2", "deepfusion.baselines.fedjets_local_steps=2",
@@ -43,7 +44,8 @@ def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_t
     assert len(cum_bytes) == 2, "one per round"
     assert cum_bytes[-1].value == fedjets.data.metrics["comm_bytes"], "ledger sums to the total"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"results.csv", "tables_I_II.csv", "tables_I_II.png", "communication.png"} <= artifacts
+    assert {"results.csv", "tables_I_II.csv", "tables_I_II.png", "communication.png",
+            "proxies.csv"} <= artifacts
     uninterrupted = _finals(children)
 
     import workloads.deepfusion.pipeline as pipeline
