@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from orchestrator.state import digest
 from workloads.robustness.backends import SENTIMENT_LABELS, package_dir
 from workloads.robustness.tasks import ROBUSTNESS_DATA
 
@@ -32,9 +33,8 @@ def read_sst2(path: Path = TRAIN_FILE, limit: int | None = None) -> list[tuple[s
 
 def cache_folder(cfg: Any, cache_dir: Path, seed: int) -> Path:
     """Where the fine-tuned model of these settings lives: a digest of settings and data."""
-    key = json.dumps({"cfg": vars(cfg), "seed": seed,
-                      "data": hashlib.sha256(TRAIN_FILE.read_bytes()).hexdigest()}, sort_keys=True)
-    return Path(cache_dir) / f"minilm-sst2-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    data = hashlib.sha256(TRAIN_FILE.read_bytes()).hexdigest()
+    return Path(cache_dir) / f"minilm-sst2-{digest(cfg, seed, data)}"
 
 
 def minilm_sst2(cfg: Any, cache_dir: Path, seed: int = 0) -> Path:

@@ -11,14 +11,13 @@ On the parent: `table_{adversarial,translation,ood}.{csv,png}`, the paper's rows
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.state import digest
 from orchestrator.workload import ResourceRequest
 from workloads.robustness.backends import BackendSpec, Secret, missing_package, parse_style
 from workloads.robustness.evaluate import Job, evaluate, plan_jobs
@@ -133,10 +132,8 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
 
     c = cfg.robustness
     spec = backend_specs(cfg)[0]
-    key = json.dumps([dataclasses.asdict(spec.model), dataclasses.asdict(c.prompt),
-                      dataclasses.asdict(c.decoding), c.tasks, c.data_paths, cfg.seed],
-                     sort_keys=True)
-    root = Path(ctx.checkpoint_dir) / "answers" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = Path(ctx.checkpoint_dir) / "answers" / digest(spec.model, c.prompt, c.decoding,
+                                                       c.tasks, c.data_paths, cfg.seed)
     jobs, skipped = plan_jobs(c, [spec], root, cfg.seed)
     if skipped:
         raise RuntimeError(f"the swept model is not available: {skipped[0]}")
