@@ -90,11 +90,21 @@ def markdown(table: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired(metric: str, treatment: str, baseline: str, by: str, compare) -> Callable:
+    def per_seed(rows: Rows) -> list[float]:
+        value = {(r[by], r.get("seed")): float(r[metric]) for r in rows if metric in r}
+        return [compare(value[treatment, s], value[baseline, s])
+                for (name, s) in value if name == treatment and (baseline, s) in value]
+    return per_seed
+
+
 def paired_difference(metric: str, treatment: str, baseline: str, by: str = "method"):
     """`per_seed` for the usual claim: `treatment`'s `metric` minus `baseline`'s, seed by seed
     (rows carry `by` and `seed`; a seed missing either side is left out, not imputed)."""
-    def per_seed(rows: Rows) -> list[float]:
-        value = {(r[by], r.get("seed")): float(r[metric]) for r in rows if metric in r}
-        return [value[treatment, s] - value[baseline, s]
-                for (name, s) in value if name == treatment and (baseline, s) in value]
-    return per_seed
+    return _paired(metric, treatment, baseline, by, lambda t, b: t - b)
+
+
+def relative_difference(metric: str, treatment: str, baseline: str, by: str = "method"):
+    """`per_seed` for "x% less" / "x% better": 100 (treatment - baseline) / baseline, in percent,
+    seed by seed."""
+    return _paired(metric, treatment, baseline, by, lambda t, b: 100 * (t / b - 1))

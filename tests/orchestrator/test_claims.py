@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from orchestrator.claims import Claim, check, interval, markdown, paired_difference
+from orchestrator.claims import (Claim, check, interval, markdown, paired_difference,
+                                 relative_difference)
 
 
 def claim(paper_value=0.2, higher=True, null=0.0):
@@ -43,3 +44,8 @@ def test_paired_difference_pairs_the_methods_seed_by_seed_and_skips_unpaired_see
             {"method": "a", "seed": 1, "acc": 0.6}, {"method": "b", "seed": 1, "acc": 0.6},
             {"method": "b", "seed": 2, "acc": 0.9}]
     assert paired_difference("acc", "b", "a")(rows) == pytest.approx([0.2, 0.0])
+
+
+def test_relative_difference_is_in_percent_of_the_baseline():
+    rows = [{"method": "a", "bytes": 200.0}, {"method": "b", "bytes": 58.0}]
+    assert relative_difference("bytes", "b", "a")(rows) == pytest.approx([-71.0])

@@ -49,10 +49,10 @@ TINY = {
                "prince.tenants.whisper.enabled=false", "prince.tenants.llama.enabled=false",
                "prince.tenants.vit.train_limit=200", "prince.tenants.vit.test_limit=32",
                "prince.market.price_points=6"],
-    # DeepFusion only, its Phase III in one Ray task (ep_methods=[]): the expert-parallel
+    # DeepFusion only, its Phase III in one Ray task (run.phase3=ray_task): the expert-parallel
     # Ray Train + DeepSpeed group and the five baselines are what cost minutes
     "deepfusion": [*DEEPFUSION, "deepfusion.run.methods=[deepfusion]",
-                   "deepfusion.run.ep_methods=[]"],
+                   "deepfusion.run.phase3=ray_task"],
     "robustness": ["robustness.models=[{name: ChatGPT, kind: stored}, {name: tiny, "
                    "kind: generative, path: tiny, max_examples: 2, batch_size: 2}]",
                    "robustness.decoding.translation_max_new_tokens=8"],

@@ -20,8 +20,10 @@ SIZES = ("tiny", "small", "paper")
 DEVICE_MODELS = ("gpt2", "gpt2-medium", "llama", "bloom", "smollm2")
 MOE_FAMILIES = ("qwen3_moe", "deepseek_v3")
 EMBEDDINGS = ("random_projection", "minilm")
-METHODS = ("deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusion_no_vaa")
-KD_METHODS = ("deepfusion", "deepfusion_no_vaa", "ofa_kd", "fedmkt")  # share Phase 0 and Phase I
+METHODS = ("deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusion_no_vaa",
+           "student_ce_only")
+# share Phases 0 and I; student_ce_only is the control: Phase II on cross-entropy alone
+KD_METHODS = ("deepfusion", "deepfusion_no_vaa", "ofa_kd", "fedmkt", "student_ce_only")
 
 
 @dataclass
@@ -165,10 +167,11 @@ class RunConfig:
 
     methods: list[str] = knob(list(METHODS), "methods compared, one MLflow child run each",
                               choices=METHODS)
-    ep_methods: list[str] = knob(["deepfusion", "centralized"],
-                                 "methods whose MoE training runs expert-parallel on Ray Train "
-                                 "(DeepSpeed AutoEP); the others tune in one Ray task",
-                                 choices=METHODS)
+    phase3: str = knob("ray_train", "where every KD method tunes its MoE in Phase III, the same "
+                       "path for all of them: ray_train (expert-parallel on Ray Train, DeepSpeed "
+                       "AutoEP) or ray_task (one Ray task: the same batches, optimizer and "
+                       "clipping); the centralized baseline always trains on Ray Train",
+                       choices=("ray_train", "ray_task"))
     ep_workers: int = knob(2, "Ray Train workers = expert-parallel ranks (divides num_experts)",
                            ge=1)
     ep_cpus_per_worker: float = knob(1.0, "CPUs per Ray Train worker", gt=0)
@@ -237,12 +240,17 @@ class DeepFusionConfig:
 
         from orchestrator.train import autoep_incompatibility
 
-        if set(self.run.ep_methods) & set(self.run.methods):
+        if self.uses_ray_train():
             problem = autoep_incompatibility(version("transformers"), version("deepspeed"))
             if problem:
-                raise ConfigError("run.ep_methods", problem.split("; ")[0],
-                                  problem.split("; ", 1)[1] + ", or set run.ep_methods=[] to "
-                                  "tune every MoE in one Ray task")
+                raise ConfigError("run.phase3", problem.split("; ")[0],
+                                  problem.split("; ", 1)[1] + ", or set run.phase3=ray_task and "
+                                  "leave centralized out of run.methods")
+
+    def uses_ray_train(self) -> bool:
+        """Whether any method of the run trains on Ray Train (AutoEP)."""
+        kd = set(self.run.methods) & set(KD_METHODS)
+        return "centralized" in self.run.methods or bool(kd and self.run.phase3 == "ray_train")
 
     def _check_positions(self) -> None:
         """GPT-2's learned positions stop at n_positions: a longer block fails inside Ray."""

@@ -7,10 +7,12 @@ Pipeline (each method's result: final metrics, loss histories, comm bytes, peak 
   Phase 0  devices train their on-device LLMs on the pool and upload model + e_n once (Collect)
   Phase I  cluster the e_n within model types into K clusters, average each into a proxy
   Phase II proxy -> dense student by the method's KD (Ray tasks): deepfusion (VAA),
-           deepfusion_no_vaa, ofa_kd, fedmkt all reuse Phase 0's uploads and Phase I's proxies
+           deepfusion_no_vaa, ofa_kd, fedmkt and the control student_ce_only (alpha = beta = 0)
+           all reuse Phase 0's uploads and Phase I's proxies
   Phase III upcycle the K students into the MoE, tune it with the experts frozen on the public
-           data: expert-parallel on Ray Train (DeepSpeed AutoEP) for `run.ep_methods`, else in a
-           Ray task; load the consolidated weights into a plain HF model and evaluate
+           data, every KD method on the same path (`run.phase3`): expert-parallel on Ray Train
+           (DeepSpeed AutoEP) or in a Ray task; load the consolidated weights into a plain HF
+           model and evaluate
   centralized  the MoE trained from scratch on the pooled private + public data (Ray Train, EP)
   fedjets  R rounds on the engine: each device trains a compact MoE of its top experts
 
@@ -70,7 +72,7 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
         return (*devices, c.moe.num_experts, c.distill, c.vaa, c.baselines, method)
     if phase == "phase3":
         return (*phase_deps(c, "phase2", method), c.moe, r.ep_workers, r.eval_blocks,
-                method in r.ep_methods, r.use_gpu)
+                r.phase3, r.use_gpu)
     if phase == "centralized":
         return (c.data, c.models, c.federation, c.moe, c.local.lr, r.centralized_steps,
                 r.ep_workers, r.eval_blocks, r.use_gpu)
@@ -288,7 +290,7 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
     out: dict = {"experts_by_rank": {}}
     if c.moe.steps == 0:
         state, out["losses"] = init, []
-    elif method in c.run.ep_methods:
+    elif c.run.phase3 == "ray_train":
         state, metrics = _ep_run(c, ctx, f"{method}-phase3", config, tokens, setup.test_blocks,
                                  EXPERT_PATTERNS, 0, c.moe.lr, init_state=init)
         out["losses"], out["experts_by_rank"] = metrics["losses"], metrics["experts_by_rank"]

@@ -7,7 +7,7 @@
 * `distill_cluster` (Phase II, a `ctx.map` task): proxy teacher -> dense student, by the method's
   KD loss (VAA, no-VAA, OFA-KD, FedMKT).
 * `tune_moe_in_process` (a `ctx.map` task): Phase III without Ray Train, for methods not in
-  `run.ep_methods`.
+  `run.phase3: ray_task`.
 
 Phase III on Ray Train uses the core's `expert_parallel_train_loop` with
 `ExpertParallelJob.init_state` = the upcycled MoE's weights.
@@ -250,7 +250,9 @@ def _kd_step_fn(job: DistillJob, teacher, student):
     aligner = (ViewAlignedAttention(hs, ht, T, v.stages, v.queries, v.dim, v.heads,
                                     v.position_embedding) if job.method == "deepfusion"
                else LinearFeatureMap(hs, ht, v.stages))
-    w = kd.KDWeights(d.alpha, d.beta, d.temperature)
+    # the control: the same step with alpha = beta = 0, i.e. the student on cross-entropy alone
+    alpha, beta = (0.0, 0.0) if job.method == "student_ce_only" else (d.alpha, d.beta)
+    w = kd.KDWeights(alpha, beta, d.temperature)
     return aligner, lambda x, opt: kd.distill_step(teacher, student, aligner, x, opt, w)
 
 

@@ -140,7 +140,7 @@ def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
         task_gpus = r.task_gpus if r.task_gpus is not None else float(gpus > 0)
         out.append(ResourceRequest("a distillation or tuning task", 1.0, task_gpus,
                                    gpus_key=f"{key}.task_gpus"))
-    if "centralized" in r.methods or any(m in r.ep_methods for m in kd):  # centralized: always
+    if c.uses_ray_train():
         use_gpu = r.use_gpu if r.use_gpu is not None else gpus >= r.ep_workers
         out.append(ResourceRequest("Ray Train workers", r.ep_cpus_per_worker, float(use_gpu),
                                    r.ep_workers, cpus_key=f"{key}.ep_cpus_per_worker",
