@@ -14,7 +14,7 @@ from tests.conftest import REPO, runs_by_parent
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 QUICKSTART = str(REPO / "experiments" / "deepfusion" / "quickstart.yaml")
 TINY = ["deepfusion.data.max_records=400", "deepfusion.local.steps=3",
-        "deepfusion.local.release_steps=3",
+        "deepfusion.local.release_steps=3", "deepfusion.run.phase3=ray_train",
         "deepfusion.distill.steps=3", "deepfusion.moe.steps=2",
         "deepfusion.run.centralized_steps=2",
         "deepfusion.baselines.fedjets_rounds=2", "deepfusion.baselines.fedjets_local_steps=2",
