@@ -66,16 +66,26 @@ def verdict(claim: Claim, mean: float, low: float, high: float) -> str:
 
 
 def check(claims: Sequence[Claim], rows: Rows) -> list[dict]:
-    """One row per claim: what, paper, ours, the interval, seeds, verdict."""
+    """One row per claim: what, paper, ours, the interval, seeds, verdict. A claim the rows
+    cannot answer (a method left out of the run) is left out; one whose values cannot be
+    computed or are not finite is reported as undetermined, never failing the finished run."""
     out = []
     for c in claims:
-        values = [float(v) for v in c.per_seed(rows)]
+        row = {"claim": c.what, "paper": c.paper, "ours": float("nan"), "ci95_low": float("nan"),
+               "ci95_high": float("nan"), "seeds": 0, "unit": c.unit}
+        try:
+            values = [float(v) for v in c.per_seed(rows)]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+            out.append({**row, "verdict": f"undetermined ({type(err).__name__}: {err})"})
+            continue
         if not values:
             continue
+        if not all(math.isfinite(v) for v in values):
+            out.append({**row, "seeds": len(values), "verdict": "undetermined (not finite)"})
+            continue
         mean, low, high = interval(values)
-        out.append({"claim": c.what, "paper": c.paper, "ours": mean, "ci95_low": low,
-                    "ci95_high": high, "seeds": len(values), "unit": c.unit,
-                    "verdict": verdict(c, mean, low, high)})
+        out.append({**row, "ours": mean, "ci95_low": low, "ci95_high": high,
+                    "seeds": len(values), "verdict": verdict(c, mean, low, high)})
     return out
 
 
@@ -83,7 +93,7 @@ def markdown(table: Sequence[dict]) -> str:
     lines = ["| claim | paper | ours (mean) | 95% interval | seeds | verdict |",
              "|---|---|---|---|---|---|"]
     for r in table:
-        ci = "n/a (one seed)" if math.isnan(r["ci95_low"]) else \
+        ci = "n/a (one seed)" if r["seeds"] == 1 else "n/a" if math.isnan(r["ci95_low"]) else \
             f"[{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]"
         lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']:.4g}{r['unit']} | {ci} | "
                      f"{r['seeds']} | {r['verdict']} |")

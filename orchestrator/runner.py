@@ -85,7 +85,8 @@ def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> 
         one = dataclasses.replace(cfg, seed=seed, seeds=1)
         ctx = RunContext(one, SeedScope(parent, seed), progress, runtime.parallel_map,
                          checkpoint_dir)
-        rows += [{"seed": seed, **row} for row in workload.run(one, ctx)]
+        rows += [{"seed": seed, **{k if k != "seed" else "workload_seed": v
+                                    for k, v in row.items()}} for row in workload.run(one, ctx)]
     return rows
 
 

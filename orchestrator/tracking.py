@@ -273,6 +273,9 @@ class SeedScope:
     def child(self, name: str, kind: str = "child"):
         return self.parent.child(f"{name} seed {self.seed}", kind)
 
+    def log_params(self, params: dict) -> None:
+        self.parent.log_params({f"seed_{self.seed}": params})
+
     def log_metrics(self, metrics: dict, step: Optional[int] = None) -> None:
         self.parent.log_metrics({f"seed{self.seed}/{k}": v for k, v in metrics.items()}, step)
 

@@ -49,3 +49,11 @@ def test_paired_difference_pairs_the_methods_seed_by_seed_and_skips_unpaired_see
 def test_relative_difference_is_in_percent_of_the_baseline():
     rows = [{"method": "a", "bytes": 200.0}, {"method": "b", "bytes": 58.0}]
     assert relative_difference("bytes", "b", "a")(rows) == pytest.approx([-71.0])
+
+
+def test_a_claim_that_cannot_be_computed_is_undetermined_and_never_fails_the_run():
+    rows = [{"method": "a", "bytes": 0.0}, {"method": "b", "bytes": 5.0}]
+    (row,) = check([Claim("b saves bytes", "-71%", -71, relative_difference("bytes", "b", "a"),
+                          higher=False)], rows)
+    assert row["verdict"].startswith("undetermined (ZeroDivisionError")
+    assert "| n/a |" in markdown([row])

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from orchestrator.federated.pool import Collect
+from orchestrator.state import digest
 from orchestrator.federated.strategy import RoundPlan, Strategy, sample_share
 from workloads.deepfusion import programs
 from workloads.deepfusion.config import DeepFusionConfig
@@ -237,8 +238,8 @@ def task_gpus(c: DeepFusionConfig) -> float:
 
 
 # --------------------------------------------------------------------------- Phase III
-def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_blocks, frozen,
-            seed: int, lr: float, init_state: dict | None = None) -> tuple[dict, dict]:
+def _ep_run(c: DeepFusionConfig, ctx, name: str, key: tuple, model_config, tokens, test_blocks,
+            frozen, seed: int, lr: float, init_state: dict | None = None) -> tuple[dict, dict]:
     """Expert-parallel training on `run.ep_workers` Ray Train workers; (HF state, metrics)."""
     from orchestrator.train import (ExpertParallelJob, deepspeed_config,
                                     expert_parallel_train_loop, load_consolidated,
@@ -256,8 +257,11 @@ def _ep_run(c: DeepFusionConfig, ctx, name: str, model_config, tokens, test_bloc
                             steps=len(tokens), frozen=frozen, seed=seed, init_state=init_state,
                             checkpoint_every=r.ep_checkpoint_every)
     storage = str((Path(ctx.checkpoint_dir) / "ray_train").resolve())
+    # Ray Train reloads whatever snapshot it finds under (storage, name): one name per seed and
+    # configuration, so other seeds and sweep trials never get this one's weights back
     result = run_distributed(expert_parallel_train_loop, {"job": job}, r.ep_workers, gpu,
-                             storage, name, max_failures=r.ep_max_failures,
+                             storage, f"{name}-{digest(ctx.seed, *key)}",
+                             max_failures=r.ep_max_failures,
                              cpus_per_worker=r.ep_cpus_per_worker)
     log.info("%s: experts_by_rank %s%s", name, result.metrics.get("experts_by_rank"),
              f", restarted from step {result.metrics['resumed_from_step']}"
@@ -291,8 +295,9 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
     if c.moe.steps == 0:
         state, out["losses"] = init, []
     elif c.run.phase3 == "ray_train":
-        state, metrics = _ep_run(c, ctx, f"{method}-phase3", config, tokens, setup.test_blocks,
-                                 EXPERT_PATTERNS, 0, c.moe.lr, init_state=init)
+        state, metrics = _ep_run(c, ctx, f"{method}-phase3", phase_deps(c, "phase3", method),
+                                 config, tokens, setup.test_blocks, EXPERT_PATTERNS, 0, c.moe.lr,
+                                 init_state=init)
         out["losses"], out["experts_by_rank"] = metrics["losses"], metrics["experts_by_rank"]
         out["ep_resumed_from_step"] = metrics["resumed_from_step"]
     else:
@@ -317,8 +322,8 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     pooled = torch.cat([b for b in setup.device_blocks if len(b)] + [setup.public_blocks])
     tokens = _token_plan(c, pooled, c.run.centralized_steps, derive_seed(ctx.seed, 9))
     seed = derive_seed(ctx.seed, 10)
-    state, metrics = _ep_run(c, ctx, "centralized", config, tokens, setup.test_blocks, (), seed,
-                             c.local.lr)
+    state, metrics = _ep_run(c, ctx, "centralized", phase_deps(c, "centralized"), config, tokens,
+                             setup.test_blocks, (), seed, c.local.lr)
     memory = train_memory_bytes(build_causal_lm(config, seed), "adamw", c.data.batch_size,
                                 c.data.seq_len, c.models.dtype_bytes)
     return {"final": _evaluate(c, config, state, setup.test_blocks), "losses": metrics["losses"],

@@ -42,7 +42,9 @@ def backend_specs(cfg: Any) -> list[BackendSpec]:
 # --------------------------------------------------------------------------- run
 def run(cfg: Any, ctx: Any) -> list[dict]:
     c = cfg.robustness
-    jobs, skipped = plan_jobs(c, backend_specs(cfg), ctx.checkpoint_dir / "predictions", cfg.seed)
+    # per seed: a fine-tuned baseline and sampled answers differ between seeds
+    jobs, skipped = plan_jobs(c, backend_specs(cfg), ctx.checkpoint_dir / "predictions" /
+                              f"seed{cfg.seed}", cfg.seed)
     if skipped:
         log.warning("skipped optional models: %s", "; ".join(skipped))
         ctx.tracker.set_tags({"skipped_models": "; ".join(skipped)[:5000]})
@@ -133,7 +135,7 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
     c = cfg.robustness
     spec = backend_specs(cfg)[0]
     root = Path(ctx.checkpoint_dir) / "answers" / digest(spec.model, c.prompt, c.decoding,
-                                                       c.tasks, c.data_paths, cfg.seed)
+                                                       c.tasks, c.data_paths, c.finetune, cfg.seed)
     jobs, skipped = plan_jobs(c, [spec], root, cfg.seed)
     if skipped:
         raise RuntimeError(f"the swept model is not available: {skipped[0]}")
