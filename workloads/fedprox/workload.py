@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.federated.pool import DeviceTask, DeviceUpdate
 from orchestrator.federated.strategy import Strategy
 
+
 @dataclass(frozen=True)
 class Proximal:
     mu: float  # the instruction FedProx adds to FedAvg's round; mu = 0 is FedAvg
