@@ -134,8 +134,15 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     _print_summary(out.rows if kind == "run" else _best_trials(out.rows, cfg), cfg, out.run_id)
     if out.claims:
         console.print("[bold]the paper's claims[/bold] (claims.md in the parent run)")
-        _print_table(out.claims)
+        _print_table([_claim_row(c) for c in out.claims], wrap=True)
     return 0
+
+
+def _claim_row(c: dict) -> dict:
+    """A claims.csv row as the terminal shows it: the interval in one cell, n/a for one seed."""
+    ci = "n/a" if c["seeds"] < 2 else f"[{c['ci95_low']:.4g}, {c['ci95_high']:.4g}]"
+    return {"claim": c["claim"], "paper": c["paper"], "ours": f"{c['ours']:.4g}{c['unit']}",
+            "95% interval": ci, "seeds": c["seeds"], "verdict": c["verdict"]}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -164,13 +171,15 @@ def _print_summary(rows: list[dict], cfg, run_id: str) -> None:
     console.print(f"  {ui_command(cfg.mlflow.tracking_uri)}", highlight=False, soft_wrap=True)
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[dict], wrap: bool = False) -> None:
+    """Numbers never wrap; with `wrap`, long text cells do, so a narrow terminal shows every
+    column (the claims' verdict) instead of cropping the last ones."""
     from rich.table import Table
 
     table = Table()
     columns = rows_to_columns(rows)
     for name in columns:
-        table.add_column(name, no_wrap=True)
+        table.add_column(name, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
     if not console.is_terminal:

@@ -22,8 +22,9 @@ def stop_process(proc) -> None:
         proc.wait()
 
 
-def runs_by_parent(experiment: str):
-    """(client, [(parent run, its child runs)]) of an experiment in ./mlflow.db, oldest first."""
+def runs_by_parent(experiment: str, kind: str = "run"):
+    """(client, [(parent run, its child runs)]) of an experiment in ./mlflow.db, oldest first;
+    `kind` "sweep" gives the sweeps' parents and their trials."""
     from mlflow import MlflowClient
 
     from orchestrator.tracking import KIND_TAG, PARENT_TAG
@@ -31,7 +32,7 @@ def runs_by_parent(experiment: str):
     client = MlflowClient(store())
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == "run"]
+    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == kind]
     return client, [(p, [r for r in runs if r.data.tags.get(PARENT_TAG) == p.info.run_id])
                     for p in parents]
 

@@ -233,3 +233,15 @@ def test_a_log_record_prints_above_the_live_bar_and_the_elapsed_time_moves(tmp_p
     assert "INFO orchestrator.demo: a record while the bar is live" in screen.lines
     assert any(f["done"] == "1" and f["elapsed"] != "0:00:00" for f in screen.frames), \
         f"no frame was drawn during the 1.6 s step:\n{screen.lines}"
+
+
+@pytest.mark.slow
+def test_reproduce_under_a_terminal_draws_its_bars_and_shows_every_claims_verdict(tmp_path):
+    screen = orchestrator("reproduce", "fedprox", "seeds=2", "fedprox.federation.rounds=2",
+                          "fedprox.train_digits=400", "fedprox.federation.num_devices=4",
+                          *scratch(tmp_path), cwd=tmp_path)
+    assert_clean(screen)
+    assert screen.finished("fedprox rounds") and screen.finished("fedavg rounds")
+    claims = screen.text[screen.text.index("the paper's claims"):]
+    assert "verdict" in claims and "95% interval" in claims, "no column cropped at 120 columns"
+    assert "reproduced" in claims or "direction" in claims or "undetermined" in claims, claims

@@ -65,14 +65,7 @@ def test_a_run_killed_mid_method_resumes_to_the_metrics_of_an_uninterrupted_run(
 def test_the_mu_sweep_leaves_one_child_run_per_trial(workdir):
     assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), "fedprox.federation.rounds=2",
                  "fedprox.train_digits=300", "mlflow.experiment=fp-sweep"]) == 0
-    from mlflow import MlflowClient
-
-    from orchestrator.tracking import KIND_TAG, PARENT_TAG
-
-    client = MlflowClient(store())
-    runs = client.search_runs([client.get_experiment_by_name("fp-sweep").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
-    trials = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    _, [(_, trials)] = runs_by_parent("fp-sweep", kind="sweep")
     assert len(trials) == 3, "a grid of three mu values"
     assert all(t.info.status == "FINISHED" and "accuracy_fedprox" in t.data.metrics
                for t in trials)

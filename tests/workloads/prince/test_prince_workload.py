@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from orchestrator.cli import main
 from orchestrator.federated.pool import DeviceUpdate, WeightedSum
 from orchestrator.tracking import KIND_TAG, PARENT_TAG
-from tests.conftest import REPO, store
+from tests.conftest import REPO, runs_by_parent, store
 from workloads.prince.baselines import METHODS
 from workloads.prince.training import participation_weights
 
@@ -96,11 +96,7 @@ def test_quickstart_runs_all_four_tenants_and_every_baseline_as_child_runs(workd
 def test_the_market_sweep_leaves_one_child_run_per_trial(workdir):
     assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), "sweep.num_samples=1",
                  "prince.federation.num_devices=16", "mlflow.experiment=prince-sweep-test"]) == 0
-    client = MlflowClient(store())
-    exp = client.get_experiment_by_name("prince-sweep-test")
-    runs = client.search_runs([exp.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"]
-    trials = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    _, [(_, trials)] = runs_by_parent("prince-sweep-test", kind="sweep")
     assert len(trials) == 2, "grid over two congestion models x num_samples=1"
     assert all(t.info.status == "FINISHED" and "speedup_uniform_price" in t.data.metrics
                for t in trials)
