@@ -103,6 +103,21 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "ta
     return ray.get(refs)
 
 
+def share(obj: Any) -> Any:
+    """`obj` in the Ray object store once (a reference every task item can carry instead of its
+    own copy: large weights shipped to many tasks); `obj` itself when Ray is not running."""
+    import ray
+
+    return ray.put(obj) if ray.is_initialized() else obj
+
+
+def fetch(value: Any) -> Any:
+    """The object behind a `share` reference (anything else is returned as it is)."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
 def cluster_gpus() -> float:
     """GPUs the joined Ray cluster offers (0 on a CPU machine): what `auto` placements ask."""
     import ray

@@ -25,7 +25,8 @@ _EXPERT_TENSORS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj", "mlp.gat
 
 
 def _num_experts_key(config) -> str:
-    return "n_routed_experts" if config.model_type == "deepseek_v3" else "num_experts"
+    return {"deepseek_v3": "n_routed_experts", "mixtral": "num_local_experts"}.get(
+        config.model_type, "num_experts")
 
 
 def _is_expert_row(key: str) -> bool:

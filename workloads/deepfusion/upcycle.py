@@ -10,7 +10,8 @@ transformers 5.17 stores each layer's experts as fused 3-D tensors:
   mlp.experts.gate_up_proj  (K, 2I, H) = concat(gate_proj.weight, up_proj.weight) per expert
   mlp.experts.down_proj     (K, H, I)  = down_proj.weight per expert
   mlp.gate.weight           (K, H)     the router
-(Qwen3MoeExperts and DeepseekV3Experts: `gate, up = linear(x, gate_up_proj[e]).chunk(2)`.)
+(Qwen3MoeExperts, DeepseekV3Experts and MixtralExperts: `gate, up = linear(x, gate_up_proj[e])
+.chunk(2)`.)
 The DeepseekV3 MoE is built with no shared expert and routed_scaling_factor 1, so each block
 computes exactly Eq. 4, y = sum_{i in topk} p_i y_i(x) [OURS].
 """
@@ -29,7 +30,7 @@ EXPERT_KEYS = (".mlp.experts.", ".mlp.shared_experts.")
 
 def moe_config(student_cfg, family: str, num_experts: int, top_k: int):
     """The MoE config whose dense base is `student_cfg`: expert width = the student's MLP width."""
-    from transformers import DeepseekV3Config, Qwen3MoeConfig
+    from transformers import DeepseekV3Config, MixtralConfig, Qwen3MoeConfig
 
     if not 1 <= top_k <= num_experts:
         raise ValueError(f"top_k={top_k} must be in 1..K={num_experts}")
@@ -48,13 +49,24 @@ def moe_config(student_cfg, family: str, num_experts: int, top_k: int):
                                        first_k_dense_replace=0, n_shared_experts=0, n_group=1,
                                        topk_group=1, routed_scaling_factor=1.0,
                                        norm_topk_prob=True))
+    if family == "mixtral":  # a LLaMA with MoE FFNs: the dense LLaMA student's exact upcycle
+        return MixtralConfig(**dict(base, num_local_experts=num_experts,
+                                    num_experts_per_tok=top_k,
+                                    intermediate_size=student_cfg.intermediate_size,
+                                    output_router_logits=False))
     raise ValueError(f"unknown MoE family {family!r}")
 
 
-def _moe_class(family: str):
-    from transformers import DeepseekV3ForCausalLM, Qwen3MoeForCausalLM
+def expert_width(moe_cfg) -> int:
+    """An expert's hidden MLP width (Mixtral calls it `intermediate_size`)."""
+    return getattr(moe_cfg, "moe_intermediate_size", None) or moe_cfg.intermediate_size
 
-    return {"qwen3_moe": Qwen3MoeForCausalLM, "deepseek_v3": DeepseekV3ForCausalLM}[family]
+
+def _moe_class(family: str):
+    from transformers import DeepseekV3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM
+
+    return {"qwen3_moe": Qwen3MoeForCausalLM, "deepseek_v3": DeepseekV3ForCausalLM,
+            "mixtral": MixtralForCausalLM}[family]
 
 
 def upcycle(students: Sequence[nn.Module], family: str, top_k: int = 2, seed: int = 0,

@@ -1,7 +1,9 @@
 """The deepfusion workload's entry points: `run` (every method, one MLflow child run each) and
 `trial` (one configuration of a Tune sweep). The phases themselves live in `pipeline.py`.
 
-Final metrics per method: log_ppl, ppl, token_accuracy, comm_bytes, peak_device_memory_bytes.
+Final metrics per method: log_ppl, ppl, token_accuracy, comm_bytes, peak_device_memory_bytes, and
+comm_bytes_at_quality: FedJETS' bytes until it first matches DeepFusion's log-PPL (NaN: never within
+its rounds; DeepFusion's own is its one-shot comm_bytes).
 A trial returns them as `<metric>_<method>` for every method of `run.methods`, plus the unprefixed
 metrics of the first method, so `sweep.metric: log_ppl` tunes DeepFusion itself while the
 baselines' figures land beside it (one row of Table I per trial in `configurations.csv`).
@@ -13,9 +15,10 @@ from typing import Any
 
 from orchestrator.workload import ResourceRequest, device_pool_request
 from workloads.deepfusion.config import KD_METHODS, DeepFusionConfig
-from workloads.deepfusion.pipeline import prepare, run_methods
+from workloads.deepfusion.pipeline import bytes_at_quality, prepare, run_methods
 
-FINAL = ("log_ppl", "ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes")
+FINAL = ("log_ppl", "ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes",
+         "comm_bytes_at_quality")
 
 
 # --------------------------------------------------------------------------- reporting
@@ -24,14 +27,25 @@ def _log_series(tracker, name: str, values: list[float]) -> None:
         tracker.log_metrics({name: v}, step=step)
 
 
-def _row(method: str, result: dict) -> dict:
+def _row(method: str, result: dict, results: dict) -> dict:
     f = result["final"]
     return {"method": method, "log_ppl": f["log_ppl"], "ppl": f["ppl"],
             "token_accuracy": f["token_accuracy"], "comm_bytes": float(result["comm_bytes"]),
-            "peak_device_memory_bytes": float(result["peak_device_memory_bytes"])}
+            "peak_device_memory_bytes": float(result["peak_device_memory_bytes"]),
+            "comm_bytes_at_quality": _at_quality(method, result, results)}
 
 
-def _report(child, method: str, result: dict) -> dict:
+def _at_quality(method: str, result: dict, results: dict) -> float:
+    """Bytes spent reaching DeepFusion's quality: its own one-shot traffic for DeepFusion,
+    FedJETS' cumulative traffic until its round log-PPL first matches it, else NaN."""
+    if method == "deepfusion":
+        return float(result["comm_bytes"])
+    if method == "fedjets" and "deepfusion" in results:
+        return bytes_at_quality(result, results["deepfusion"]["round_blocks_log_ppl"])
+    return float("nan")
+
+
+def _report(child, method: str, result: dict, results: dict) -> dict:
     """Histories with steps, experts_by_rank, and the final metrics of one method's child run."""
     for i, losses in enumerate(result.get("distill_losses", [])):
         _log_series(child, f"distill_loss_cluster{i}", losses)
@@ -41,8 +55,8 @@ def _report(child, method: str, result: dict) -> dict:
         child.set_tags({"experts_by_rank": str(result["experts_by_rank"])[:5000]})
     if "ep_resumed_from_step" in result:  # > 0: a worker failed and Ray Train restarted the group
         child.log_metrics({"ep_resumed_from_step": result["ep_resumed_from_step"]})
-    row = _row(method, result)
-    child.log_metrics({k: v for k, v in row.items() if k != "method"})
+    row = _row(method, result, results)
+    child.log_metrics({k: v for k, v in row.items() if k != "method" and v == v})  # NaN: none
     return row
 
 
@@ -87,7 +101,7 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
         rows = []
         for method in c.run.methods:
             child = live.get(method) or stack.enter_context(ctx.tracker.child(method))
-            rows.append(_report(child, method, results[method]))
+            rows.append(_report(child, method, results[method], results))
     ctx.tracker.log_table(rows, "tables_I_II.csv")
     table, comm = _figures(rows)
     ctx.tracker.log_figure(table, "tables_I_II.png")
@@ -120,7 +134,7 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
     """
     c: DeepFusionConfig = cfg.deepfusion
     results = run_methods(c, prepare(c, ctx), ctx)
-    rows = {m: _row(m, r) for m, r in results.items()}
+    rows = {m: _row(m, r, results) for m, r in results.items()}
     first = rows[c.run.methods[0]]
     return {**{k: first[k] for k in FINAL},
             **{f"{k}_{m}": row[k] for m, row in rows.items() for k in FINAL}}

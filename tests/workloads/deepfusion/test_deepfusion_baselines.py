@@ -1,6 +1,8 @@
 """FedJETS' compact MoE (prune, merge back) and the communication accounting."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from workloads.deepfusion.baselines import (compact_moe, deepfusion_upload_bytes,
@@ -52,3 +54,12 @@ def test_devices_are_routed_to_n_distinct_experts(batch):
 def test_communication_bytes():
     assert fedjets_round_bytes(1_000, num_devices=8, rounds=5) == 80_000
     assert deepfusion_upload_bytes([100, 200, 300], embedding_dim=16) == 600 + 3 * 64
+
+
+def test_fedjets_bytes_at_equal_quality_are_its_traffic_until_it_first_matches_the_target():
+    from workloads.deepfusion.pipeline import bytes_at_quality
+
+    fedjets = {"round_log_ppl": [7.0, 6.1, 5.9, 6.0], "round_cum_bytes": [10.0, 20.0, 30.0, 40.0]}
+    assert bytes_at_quality(fedjets, 6.1) == 20.0  # reached in round 1, not after all rounds
+    assert bytes_at_quality(fedjets, 7.5) == 10.0
+    assert math.isnan(bytes_at_quality(fedjets, 5.0))  # never within its rounds: reported "never"
