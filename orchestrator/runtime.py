@@ -118,6 +118,20 @@ def fetch(value: Any) -> Any:
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
+def trim_memory() -> None:
+    """Hand freed memory back to the OS: collect garbage, then glibc's `malloc_trim(0)`. A driver
+    that loaded and dropped gigabytes of weights (many tensors of a few MB each, below glibc's
+    mmap threshold) otherwise keeps them resident, and the workers it starts next run out."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 def cluster_gpus() -> float:
     """GPUs the joined Ray cluster offers (0 on a CPU machine): what `auto` placements ask."""
     import ray

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from orchestrator.config import RayConfig, flatten
-from orchestrator.runtime import parallel_map, resolve_address, scheduling_autogroup
+from orchestrator.runtime import (fetch, parallel_map, resolve_address, scheduling_autogroup,
+                                  share)
 from tests.conftest import QUICKSTART, REPO
 
 
@@ -24,6 +25,14 @@ def test_ray_address_env_overrides_the_config(monkeypatch):
 def test_parallel_map_keeps_item_order(local_ray):
     items = [{"a": {"b": i}} for i in range(5)]
     assert parallel_map(flatten, items, desc="flatten") == [{"a.b": i} for i in range(5)]
+
+
+@pytest.mark.slow
+def test_a_shared_object_is_stored_once_and_read_back_where_it_is_needed(local_ray):
+    big = list(range(1000))
+    ref = share(big)  # task items carry `ref` (a few bytes), not their own copy of `big`
+    assert ref is not big and fetch(ref) == big
+    assert fetch(big) is big  # anything that is not a reference is itself
 
 
 @pytest.mark.slow

@@ -22,8 +22,10 @@ module holds DeepFusion's own shapes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -183,8 +185,11 @@ def load_pretrained(path: str | Path, gguf_file: str | None = None) -> nn.Module
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), gguf_file=gguf_file,
-                                                 local_files_only=True, dtype=torch.float32)
+    log.info("loading pretrained weights from %s", Path(path) / (gguf_file or ""))
+    # one log line in the run's terminal, not the GGUF converter's two tqdm bars (on stderr)
+    with contextlib.redirect_stderr(io.StringIO()):
+        model = AutoModelForCausalLM.from_pretrained(str(path), gguf_file=gguf_file,
+                                                     local_files_only=True, dtype=torch.float32)
     if model.config.vocab_size != VOCAB_SIZE:
         raise ValueError(f"{path}: vocab {model.config.vocab_size} is not the shared "
                          f"tokenizer's {VOCAB_SIZE}")

@@ -407,6 +407,7 @@ class FedJets(Strategy):
     def aggregate(self, round_idx, state, aggregate, reports, services) -> dict:
         from transformers import AutoModelForCausalLM
 
+        from orchestrator.runtime import trim_memory
         from workloads.deepfusion.baselines import merge_compact_moes
 
         updates = [u for u in aggregate or [] if u.weight > 0]  # devices without a block sat out
@@ -418,7 +419,10 @@ class FedJets(Strategy):
                     for u in updates]
         merge_compact_moes(moe, compacts, [u.update["experts"].tolist() for u in updates],
                            [u.weight for u in updates])
-        return {k: v.detach().clone() for k, v in moe.state_dict().items()}
+        merged = {k: v.detach().clone() for k, v in moe.state_dict().items()}
+        del updates, compacts, moe
+        trim_memory()  # this round's merge copies; the previous round's compact MoEs
+        return merged
 
     def evaluate(self, round_idx, state) -> dict:
         return self.evaluate_state(state)
@@ -476,13 +480,17 @@ def run_methods(c: DeepFusionConfig, setup: Setup, ctx,
     """Every method of `c.run.methods`: {method: result}. The KD methods share Phases 0 and I."""
     from workloads.deepfusion.config import KD_METHODS
 
+    from orchestrator.runtime import trim_memory
+
     results = {}
     kd = [m for m in c.run.methods if m in KD_METHODS]
     if kd:
         results.update(run_kd_methods(c, setup, kd, ctx))
+        trim_memory()  # every device's and student's weights were dropped: give them back
     if "centralized" in c.run.methods:
         results["centralized"] = ctx.cached("centralized", phase_deps(c, "centralized"),
                                             lambda: centralized(c, setup, ctx))
+        trim_memory()
     if "fedjets" in c.run.methods:
         results["fedjets"] = ctx.cached("fedjets", phase_deps(c, "fedjets"),
                                         lambda: fedjets(c, setup, ctx, on_round))
