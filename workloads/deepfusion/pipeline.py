@@ -499,10 +499,14 @@ def run_methods(c: DeepFusionConfig, setup: Setup, ctx,
 
 def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -> dict:
     """Phases 0-III for the one-shot KD methods; Phases 0 and I are shared by all of them."""
+    from orchestrator.runtime import trim_memory
+
     seed = ctx.seed
     phase0 = ctx.cached("phase0", phase_deps(c, "phase0"), lambda: run_phase0(c, setup, ctx))
     phase1 = ctx.cached("phase1", phase_deps(c, "phase1"),
                         lambda: cluster_devices(c, setup, phase0, seed))
+    del phase0["states"]  # every device's model: averaged into the proxies, not needed again
+    trim_memory()
     missing = [m for m in methods if not ctx.is_cached(f"phase2_{m}", phase_deps(c, "phase2", m))]
     fresh = distill_methods(c, setup, phase1, missing, ctx)  # all KD tasks at once, in parallel
     comm, memory = programs_comm(c, phase0), max(phase0["device_metrics"]["memory_bytes"])
