@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 from orchestrator.federated.comm import DeviceReport, tensor_bytes
 
@@ -79,7 +79,7 @@ class WeightedSum:
     def __init__(self, normalize: bool = True):
         self.normalize = normalize
 
-    def partial(self, updates: Sequence[DeviceUpdate]) -> tuple[dict | None, float]:
+    def partial(self, updates: Iterable[DeviceUpdate]) -> tuple[dict | None, float]:
         total, acc = 0.0, None
         for u in updates:
             scaled = {k: v * u.weight for k, v in u.update.items()}
@@ -100,7 +100,7 @@ class Collect:
     """No aggregation: hand every device's update to the driver (one-shot uploads of
     heterogeneous models, which cannot be averaged)."""
 
-    def partial(self, updates: Sequence[DeviceUpdate]) -> list[DeviceUpdate]:
+    def partial(self, updates: Iterable[DeviceUpdate]) -> list[DeviceUpdate]:
         return list(updates)
 
     def combine(self, partials: Sequence[list[DeviceUpdate]]) -> list[DeviceUpdate] | None:
@@ -112,18 +112,24 @@ class Collect:
 def run_devices(program: DeviceProgram, devices: Sequence[int], global_state: dict,
                 round_idx: int, seed: int, reducer: Any, instructions: Any = None,
                 services: Optional[Mapping[str, Any]] = None) -> tuple[Any, list[DeviceReport]]:
-    """One actor's share of a round (also the plain in-process loop the benchmark compares to)."""
+    """One actor's share of a round (also the plain in-process loop the benchmark compares to).
+    The reducer folds the updates as the devices finish, so a summing reducer holds one running
+    sum, not every device's model."""
     down = tensor_bytes(global_state)
-    updates, reports = [], []
-    for d in devices:
-        task = DeviceTask(round_idx, seed, instructions_for(instructions, int(d)), services or {})
-        u = program.train(int(d), global_state, task)
-        u.device = int(d)
-        updates.append(u)
-        up = tensor_bytes(u.update) if u.bytes_up is None else u.bytes_up
-        reports.append(DeviceReport(int(d), up, down if u.bytes_down is None else u.bytes_down,
-                                    u.flops, u.num_samples, u.metrics, u.bytes_side))
-    return reducer.partial(updates), reports
+    reports: list[DeviceReport] = []
+
+    def trained():
+        for d in devices:
+            task = DeviceTask(round_idx, seed, instructions_for(instructions, int(d)),
+                              services or {})
+            u = program.train(int(d), global_state, task)
+            u.device = int(d)
+            up = tensor_bytes(u.update) if u.bytes_up is None else u.bytes_up
+            reports.append(DeviceReport(int(d), up, down if u.bytes_down is None else u.bytes_down,
+                                        u.flops, u.num_samples, u.metrics, u.bytes_side))
+            yield u
+
+    return reducer.partial(trained()), reports
 
 
 class _DeviceActor:

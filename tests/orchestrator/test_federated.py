@@ -130,6 +130,23 @@ def test_weighted_sum_is_fedavg_when_normalized_and_a_plain_sum_otherwise():
 
 
 @pytest.mark.slow
+def test_an_actor_folds_each_update_before_the_next_device_trains():
+    events = []
+
+    class Program:
+        def train(self, device, global_state, task):
+            events.append(f"train {device}")
+            return DeviceUpdate({"w": torch.tensor([float(device)])}, 1.0, 1, 0, {})
+
+    class Recording(WeightedSum):
+        def partial(self, updates):
+            return super().partial(events.append(f"fold {u.device}") or u for u in updates)
+
+    (acc, total), reports = run_devices(Program(), [0, 1, 2], {}, 0, 0, Recording(False))
+    assert events == ["train 0", "fold 0", "train 1", "fold 1", "train 2", "fold 2"]
+    assert acc["w"].item() == 3.0 and total == 3.0 and [r.device for r in reports] == [0, 1, 2]
+
+
 def test_pool_round_matches_the_plain_in_process_loop_and_counts_bytes(local_ray):
     task = MlpTask(num_devices=6)
     state, reducer = initial_state(task), WeightedSum()

@@ -19,14 +19,17 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from workloads.deepfusion.clustering import average_weights
-
 _EXPERT_TENSORS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj", "mlp.gate.weight")
 
 
 def _num_experts_key(config) -> str:
     return {"deepseek_v3": "n_routed_experts", "mixtral": "num_local_experts"}.get(
         config.model_type, "num_experts")
+
+
+def num_experts(config) -> int:
+    """The MoE's routed experts, whatever its family calls them."""
+    return getattr(config, _num_experts_key(config))
 
 
 def _is_expert_row(key: str) -> bool:
@@ -65,31 +68,86 @@ def compact_moe(global_moe: nn.Module, expert_ids: Sequence[int]) -> nn.Module:
     return local
 
 
+class ExpertMergeSums:
+    """FedJETS' server merge as running sums, so each Ray actor folds its devices' compact MoEs
+    one at a time and hands the driver one global-sized sum (a round's 16 compact MoEs never sit
+    in memory together). The engine's reducer protocol: `partial` per actor, `combine` across.
+
+    A sum is {"shared": {key: sum_n w_n x_n}, "shared_w": sum_n w_n, "experts": {key: [E, ...]
+    sum of w_n times the device's row for expert e}, "expert_w": [E] weights}; `merged_state`
+    divides it out (float64 throughout, like `average_weights`)."""
+
+    def __init__(self, num_experts: int):
+        self.num_experts = num_experts
+
+    def fold(self, acc: dict | None, state: dict, expert_ids: Sequence[int],
+             weight: float) -> dict:
+        if acc is None:
+            acc = {"shared": {}, "shared_w": 0.0, "experts": {},
+                   "expert_w": torch.zeros(self.num_experts, dtype=torch.float64)}
+        ids = torch.as_tensor(list(expert_ids))
+        for k, v in state.items():
+            if k.endswith("e_score_correction_bias") or not v.is_floating_point():
+                continue
+            if _is_expert_row(k):
+                if k not in acc["experts"]:
+                    acc["experts"][k] = torch.zeros((self.num_experts, *v.shape[1:]),
+                                                    dtype=torch.float64)
+                acc["experts"][k][ids] += weight * v.double()
+            else:
+                acc["shared"][k] = acc["shared"].get(k, 0) + weight * v.double()
+        acc["shared_w"] += weight
+        acc["expert_w"][ids] += weight
+        return acc
+
+    def partial(self, updates) -> dict | None:
+        acc = None
+        for u in updates:
+            if u.weight > 0:  # devices without a block sat out
+                acc = self.fold(acc, u.update["state"], u.update["experts"].tolist(), u.weight)
+        return acc
+
+    def combine(self, partials: Sequence[dict | None]) -> dict | None:
+        """None when no device took part (the round loop then keeps the state)."""
+        parts = [p for p in partials if p is not None]
+        if not parts:
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            for group in ("shared", "experts"):
+                for k, v in p[group].items():
+                    out[group][k] = out[group][k] + v
+            out["shared_w"] += p["shared_w"]
+            out["expert_w"] += p["expert_w"]
+        return out
+
+    @staticmethod
+    def merged_state(global_state: dict, sums: dict) -> dict:
+        """FedAvg of the shared weights over all devices; each global expert (and its gate row)
+        averaged over the devices that trained it, else unchanged."""
+        merged = dict(global_state)
+        for k, v in sums["shared"].items():
+            merged[k] = (v / sums["shared_w"]).to(global_state[k].dtype)
+        trained = sums["expert_w"] > 0
+        for k, v in sums["experts"].items():
+            row = merged[k].clone()
+            w = sums["expert_w"][trained].view(-1, *[1] * (v.dim() - 1))
+            row[trained] = (v[trained] / w).to(row.dtype)
+            merged[k] = row
+        return merged
+
+
 @torch.no_grad()
 def merge_compact_moes(global_moe: nn.Module, compacts: Sequence[nn.Module],
                        expert_ids: Sequence[Sequence[int]],
                        weights: Sequence[float] | None = None) -> nn.Module:
-    """FedJETS' server merge, in place: FedAvg of the shared weights over all devices; each
-    global expert (and its gate row) averaged over the devices that trained it, else unchanged."""
+    """FedJETS' server merge of whole compact MoEs, in place (`ExpertMergeSums` in one go)."""
     w = list(weights) if weights is not None else [1.0] * len(compacts)
-    states = [c.state_dict() for c in compacts]
-    shared = average_weights([{k: v for k, v in sd.items() if not _is_expert_row(k)
-                               and not k.endswith("e_score_correction_bias")}
-                              for sd in states], w)
-    merged = dict(global_moe.state_dict())
-    merged.update(shared)
-    num = _num_experts_key(global_moe.config)
-    for e in range(getattr(global_moe.config, num)):
-        holders = [(i, list(ids).index(e)) for i, ids in enumerate(expert_ids) if e in ids]
-        if not holders:
-            continue
-        for key in (k for k in merged if _is_expert_row(k)):
-            rows = [states[i][key][slot] for i, slot in holders]
-            ws = torch.tensor([w[i] for i, _ in holders], dtype=torch.float64)
-            avg = sum(wi * r.double() for wi, r in zip(ws / ws.sum(), rows))
-            merged[key] = merged[key].clone()
-            merged[key][e] = avg.to(merged[key].dtype)
-    global_moe.load_state_dict(merged)
+    sums = ExpertMergeSums(num_experts(global_moe.config))
+    acc = None
+    for c, ids, wi in zip(compacts, expert_ids, w):
+        acc = sums.fold(acc, c.state_dict(), ids, wi)
+    global_moe.load_state_dict(ExpertMergeSums.merged_state(global_moe.state_dict(), acc))
     return global_moe
 
 

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from orchestrator.federated.pool import Collect
 from orchestrator.state import digest
 from orchestrator.federated.strategy import RoundPlan, Strategy, sample_share
 from workloads.deepfusion import programs
@@ -395,33 +393,28 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
 
 class FedJets(Strategy):
     """FedJETS (Dun et al. 2023): a share of the devices each trains a compact MoE of its top
-    experts; the global MoE merges the compact MoEs expert by expert (`merge_compact_moes`)."""
+    experts; the actors fold them into running sums (`ExpertMergeSums`), which the global MoE
+    divides out expert by expert."""
 
     def __init__(self, config, participation: float, evaluate: Callable[[dict], dict]):
         super().__init__(participation)
         self.config, self.evaluate_state = config, evaluate
 
     def configure(self, round_idx, state, online, rng, services) -> RoundPlan:
-        return RoundPlan(sample_share(online, self.participation, rng).tolist(), reducer=Collect())
+        from workloads.deepfusion.baselines import ExpertMergeSums, num_experts
+
+        return RoundPlan(sample_share(online, self.participation, rng).tolist(),
+                         reducer=ExpertMergeSums(num_experts(self.config)))
 
     def aggregate(self, round_idx, state, aggregate, reports, services) -> dict:
-        from transformers import AutoModelForCausalLM
-
         from orchestrator.runtime import trim_memory
-        from workloads.deepfusion.baselines import merge_compact_moes
+        from workloads.deepfusion.baselines import ExpertMergeSums
 
-        updates = [u for u in aggregate or [] if u.weight > 0]  # devices without a block sat out
-        if not updates:
+        if aggregate is None:
             return state
-        moe = AutoModelForCausalLM.from_config(self.config)
-        moe.load_state_dict(state)
-        compacts = [types.SimpleNamespace(state_dict=lambda sd=u.update["state"]: sd)
-                    for u in updates]
-        merge_compact_moes(moe, compacts, [u.update["experts"].tolist() for u in updates],
-                           [u.weight for u in updates])
-        merged = {k: v.detach().clone() for k, v in moe.state_dict().items()}
-        del updates, compacts, moe
-        trim_memory()  # this round's merge copies; the previous round's compact MoEs
+        merged = ExpertMergeSums.merged_state(state, aggregate)
+        del aggregate
+        trim_memory()  # the previous round's sums and state
         return merged
 
     def evaluate(self, round_idx, state) -> dict:
@@ -509,10 +502,13 @@ def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -
     trim_memory()
     missing = [m for m in methods if not ctx.is_cached(f"phase2_{m}", phase_deps(c, "phase2", m))]
     fresh = distill_methods(c, setup, phase1, missing, ctx)  # all KD tasks at once, in parallel
+    del phase1["proxies"]
     comm, memory = programs_comm(c, phase0), max(phase0["device_metrics"]["memory_bytes"])
     out = {}
+    for m in missing:  # to disk: Phase III loads one method's students at a time
+        ctx.cached(f"phase2_{m}", phase_deps(c, "phase2", m), lambda m=m: fresh.pop(m))
     for m in methods:
-        phase2 = ctx.cached(f"phase2_{m}", phase_deps(c, "phase2", m), lambda m=m: fresh[m])
+        phase2 = ctx.cached(f"phase2_{m}", phase_deps(c, "phase2", m), lambda m=m: fresh.pop(m))
         result = ctx.cached(f"phase3_{m}", phase_deps(c, "phase3", m),
                             lambda m=m, p=phase2: upcycle_and_tune(c, setup, m, p["students"], ctx))
         out[m] = {**result, "distill_losses": phase2["losses"], "comm_bytes": comm,

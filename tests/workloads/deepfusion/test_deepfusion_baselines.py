@@ -5,8 +5,9 @@ import math
 
 import torch
 
-from workloads.deepfusion.baselines import (compact_moe, deepfusion_upload_bytes,
-                                            fedjets_round_bytes, merge_compact_moes,
+from orchestrator.federated.pool import DeviceUpdate
+from workloads.deepfusion.baselines import (ExpertMergeSums, compact_moe, deepfusion_upload_bytes,
+                                            fedjets_round_bytes, merge_compact_moes, num_experts,
                                             route_device_to_experts)
 from workloads.deepfusion.models import build_student
 from workloads.deepfusion.upcycle import expert_ffn, upcycle
@@ -44,6 +45,25 @@ def test_merge_averages_each_expert_over_the_devices_that_trained_it():
     assert torch.equal(expert_ffn(moe, 0, 3)["down_proj.weight"], untouched)
     assert torch.all(moe.model.embed_tokens.weight == 2.0)
     assert torch.all(moe.model.layers[0].mlp.gate.weight[1] == 2.0)
+
+
+def test_sums_folded_on_two_actors_give_the_merge_of_all_compact_moes():
+    moe, ids, weights = _moe(), [[0, 1], [1, 2], [3, 1]], [1.0, 2.0, 0.5]
+    compacts = [compact_moe(moe, i) for i in ids]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for local in compacts:
+            for p in local.parameters():
+                p.add_(torch.randn_like(p))
+    updates = [DeviceUpdate({"state": c.state_dict(), "experts": torch.tensor(i)}, w, 1, 0, {})
+               for c, i, w in zip(compacts, ids, weights)]
+    sums = ExpertMergeSums(num_experts(moe.config))
+    total = sums.combine([sums.partial(updates[:2]), sums.partial(updates[2:]), None])
+    streamed = ExpertMergeSums.merged_state(moe.state_dict(), total)
+    merge_compact_moes(moe, compacts, ids, weights)
+    for k, v in moe.state_dict().items():
+        torch.testing.assert_close(streamed[k], v, msg=k)
+    assert sums.combine([None, sums.partial([])]) is None
 
 
 def test_devices_are_routed_to_n_distinct_experts(batch):
