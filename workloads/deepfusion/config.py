@@ -216,6 +216,8 @@ class RunConfig:
     eval_blocks: Optional[int] = knob(None, "cap on held-out test blocks evaluated; null: all",
                                       ge=1)
     round_eval_blocks: int = knob(16, "test blocks evaluated after each FedJETS round", ge=1)
+    eval_answers: Optional[int] = knob(None, "cap on held-out records whose answers are scored "
+                                             "(answer-only token accuracy); null: all", ge=1)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 The paper's cases use MMedBench (medical QA) and FinGPT/fingpt-fiqa_qa (financial QA); neither is
 available offline, so the stand-ins are [OURS]: PubMedQA, ChatDoctor and DDXPlus for medical, and
-Financial PhraseBank for financial (see each folder's PROVENANCE.md).
+Financial PhraseBank for financial (see each folder's PROVENANCE.md), put in instruction -> answer
+form as FinGPT's sentiment instructions do. Every text ends with its `answer`, the part Table II's
+answer-only token accuracy scores (`answer_examples`).
 
 Every loader returns `Record(text, domain, source, label)`. `split_records` fixes, by seed, a
 held-out test split, a "public" server split (Sec. IV: the server's public data for distillation
@@ -31,35 +33,42 @@ class Record(NamedTuple):
     domain: str  # "medical" | "financial"
     source: str  # corpus: pubmedqa | chatdoctor | ddxplus | phrasebank
     label: str   # the corpus' own label (yes/no/maybe, diagnosis, sentiment, "dialogue")
+    answer: str  # the end of `text` a model is scored on: the answer to the prompt before it
 
 
 def load_pubmedqa(root: Path = DATA_ROOT) -> list[Record]:
     """PubMedQA PQA-L: question, abstract contexts and long answer as one text."""
     rows = json.loads((root / "medical" / "pubmedqa_500.json").read_text(encoding="utf-8"))
     return [Record(f"Question: {r['QUESTION']}\nContext: {' '.join(r['CONTEXTS'])}\n"
-                   f"Answer: {r['LONG_ANSWER']}", "medical", "pubmedqa", r["final_decision"])
-            for r in rows.values()]
+                   f"Answer: {r['LONG_ANSWER']}", "medical", "pubmedqa", r["final_decision"],
+                   f" {r['LONG_ANSWER']}") for r in rows.values()]
 
 
 def load_chatdoctor(root: Path = DATA_ROOT) -> list[Record]:
     """ChatDoctor dialogues rendered as 'Patient: ... Doctor: ...'."""
     rows = json.loads((root / "medical" / "chatdoctor_1500.json").read_text(encoding="utf-8"))
     return [Record(f"Patient: {r['input']}\nDoctor: {r['output']}", "medical", "chatdoctor",
-                   "dialogue") for r in rows]
+                   "dialogue", f" {r['output']}") for r in rows]
 
 
 def load_ddxplus(root: Path = DATA_ROOT) -> list[Record]:
     """DDXPlus cases: the patient's evidence followed by the gold diagnosis."""
     with open(root / "medical" / "ddxplus.csv", encoding="utf-8", newline="") as fh:
         return [Record(f"{r['Information']}\nDiagnosis: {r['Diagnosis']}", "medical", "ddxplus",
-                       r["Diagnosis"]) for r in csv.DictReader(fh)]
+                       r["Diagnosis"], f" {r['Diagnosis']}") for r in csv.DictReader(fh)]
+
+
+FINANCIAL_INSTRUCTION = ("What is the sentiment of this news? "
+                         "Please choose an answer from {negative/neutral/positive}.")
 
 
 def load_phrasebank(root: Path = DATA_ROOT) -> list[Record]:
-    """Financial PhraseBank sentences (50% agreement) with their sentiment."""
+    """Financial PhraseBank sentences (50% agreement) as instruction -> answer: FinGPT's
+    sentiment instruction, the sentence as input, its sentiment as the answer."""
     with open(root / "financial" / "sentences_50agree.csv", encoding="utf-8", newline="") as fh:
-        return [Record(r["sentence"], "financial", "phrasebank", r["label"])
-                for r in csv.DictReader(fh)]
+        return [Record(f"Instruction: {FINANCIAL_INSTRUCTION}\nInput: {r['sentence']}\n"
+                       f"Answer: {r['label']}", "financial", "phrasebank", r["label"],
+                       f" {r['label']}") for r in csv.DictReader(fh)]
 
 
 def load_case(case: str, root: Path = DATA_ROOT) -> list[Record]:
@@ -107,6 +116,27 @@ def lm_blocks(texts: Sequence[str], tokenizer, seq_len: int) -> torch.Tensor:
     import torch
 
     return torch.tensor(stream[:n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+def answer_examples(records: Sequence[Record], tokenizer, seq_len: int):
+    """(ids, mask), both (n, seq_len): one record per row, its prompt then its answer then EOS,
+    EOS-padded on the right; mask[i, t] marks the answer tokens (what Table II's answer-only
+    token accuracy scores). A long answer keeps its first seq_len // 2 tokens and the prompt its
+    last ones, so every answer is scored with its question in view."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    ids = torch.full((len(records), seq_len), eos, dtype=torch.long)
+    mask = torch.zeros((len(records), seq_len), dtype=torch.bool)
+    for i, r in enumerate(records):
+        if not r.text.endswith(r.answer):
+            raise ValueError(f"record {i} ({r.source}) does not end with its answer")
+        prompt = tokenizer(r.text[:len(r.text) - len(r.answer)], add_special_tokens=False)
+        answer = tokenizer(r.answer, add_special_tokens=False)["input_ids"][:seq_len // 2]
+        row = (prompt["input_ids"] + answer)[-(seq_len - 1):] + [eos]
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, len(row) - 1 - len(answer):len(row) - 1] = True
+    return ids, mask
 
 
 def batches(blocks: torch.Tensor, batch_size: int, rng: np.random.Generator | None = None):

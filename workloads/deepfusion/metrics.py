@@ -6,6 +6,8 @@
   token (teacher-forced; the paper's "generated tokens that exactly match the reference" [OURS:
   greedy teacher-forced decoding, so no generation length choice is needed]).
 Both are token-weighted over all blocks, not averaged per block.
+- Answer-only token accuracy (Table II scores the answer): the same on the answer tokens of one
+  record per row (`data.answer_examples`), the prompt given.
 """
 from __future__ import annotations
 
@@ -39,8 +41,23 @@ def token_accuracy(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_lm(model: nn.Module, blocks: torch.Tensor, batch_size: int = 16) -> dict[str, float]:
-    """log_ppl, ppl, token_accuracy and the token count of `model` on (n, T) held-out blocks."""
+def answer_token_accuracy(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor,
+                          batch_size: int = 16) -> float:
+    """Share of answer tokens (mask) whose argmax next-token prediction, prompt given, is right."""
+    model.eval()
+    correct, count = 0, 0
+    for start in range(0, len(ids), batch_size):
+        x, m = ids[start:start + batch_size], mask[start:start + batch_size, 1:]
+        hit = model(input_ids=x).logits[:, :-1].argmax(-1) == x[:, 1:]
+        correct, count = correct + int(hit[m].sum()), count + int(m.sum())
+    return correct / count if count else float("nan")
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, blocks: torch.Tensor, batch_size: int = 16,
+                answers: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """log_ppl, ppl, token_accuracy and the token count of `model` on (n, T) held-out blocks;
+    with `answers` (ids, mask), also answer_token_accuracy."""
     model.eval()
     nll, correct, count = 0.0, 0, 0
     for start in range(0, len(blocks), batch_size):
@@ -51,5 +68,8 @@ def evaluate_lm(model: nn.Module, blocks: torch.Tensor, batch_size: int = 16) ->
     if count == 0:
         raise ValueError("no held-out tokens to evaluate")
     log_ppl = nll / count
-    return {"log_ppl": log_ppl, "ppl": math.exp(log_ppl), "token_accuracy": correct / count,
-            "tokens": float(count)}
+    out = {"log_ppl": log_ppl, "ppl": math.exp(log_ppl), "token_accuracy": correct / count,
+           "tokens": float(count)}
+    if answers is not None:
+        out["answer_token_accuracy"] = answer_token_accuracy(model, *answers, batch_size)
+    return out

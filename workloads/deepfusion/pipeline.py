@@ -54,6 +54,7 @@ class Setup:
     public_blocks: Any
     test_blocks: Any
     private_text_bytes: int
+    test_answers: Any = None       # (ids, mask) of held-out records: answer-only token accuracy
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,13 +74,13 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
         return (*devices, c.moe.num_experts, c.distill, c.vaa, c.baselines, method)
     if phase == "phase3":
         return (*phase_deps(c, "phase2", method), c.moe, r.ep_workers, r.eval_blocks,
-                r.phase3, r.use_gpu)
+                r.eval_answers, r.phase3, r.use_gpu)
     if phase == "centralized":
         return (c.data, c.models, c.federation, c.moe, c.local.lr, r.centralized_steps,
-                r.ep_workers, r.eval_blocks, r.use_gpu)
+                r.ep_workers, r.eval_blocks, r.eval_answers, r.use_gpu)
     if phase == "fedjets":
         return (c.data, c.models, c.federation, c.moe, c.local, c.baselines,
-                r.round_eval_blocks, r.eval_blocks)
+                r.round_eval_blocks, r.eval_blocks, r.eval_answers)
     raise KeyError(phase)
 
 
@@ -124,20 +125,20 @@ def student_release(c: DeepFusionConfig, setup: Setup, ctx) -> dict | None:
     return releases(c, setup, ctx)[source] if source else None
 
 
-def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks) -> dict:
+def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks, answers=None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from workloads.deepfusion.metrics import evaluate_lm
 
     model = AutoModelForCausalLM.from_config(model_config)
     model.load_state_dict(state, strict=True)
-    return evaluate_lm(model, blocks, c.data.eval_batch_size)
+    return evaluate_lm(model, blocks, c.data.eval_batch_size, answers)
 
 
 # --------------------------------------------------------------------------- setup
 def prepare(c: DeepFusionConfig, ctx) -> Setup:
     from orchestrator.federated.population import partition, sample_population
-    from workloads.deepfusion.data import lm_blocks, load_case, split_records
+    from workloads.deepfusion.data import answer_examples, lm_blocks, load_case, split_records
     from workloads.common.tokenizer import load_tokenizer
     from workloads.deepfusion.models import pick_model_for_memory
 
@@ -165,8 +166,8 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
     test = lm_blocks([r.text for r in splits.test], tok, c.data.seq_len)
     return Setup(population, models, texts, [lm_blocks(t, tok, c.data.seq_len) for t in texts],
                  lm_blocks([r.text for r in splits.public], tok, c.data.seq_len),
-                 test[:c.run.eval_blocks] if c.run.eval_blocks else test,
-                 sum(len(r.text.encode()) for r in splits.private))
+                 test[:c.run.eval_blocks], sum(len(r.text.encode()) for r in splits.private),
+                 answer_examples(splits.test[:c.run.eval_answers], tok, c.data.seq_len))
 
 
 # --------------------------------------------------------------------------- Phase 0
@@ -358,7 +359,7 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
         (res,) = ctx.map(programs.tune_moe_in_process, [job], desc=f"{method} Phase III",
                          num_gpus=task_gpus(c))
         state, out["losses"] = res["state"], res["losses"]
-    out["final"] = _evaluate(c, config, state, setup.test_blocks)
+    out["final"] = _evaluate(c, config, state, setup.test_blocks, setup.test_answers)
     # on the blocks FedJETS is scored on after each round: its bytes "at equal quality"
     out["round_blocks_log_ppl"] = _evaluate(
         c, config, state, setup.test_blocks[:c.run.round_eval_blocks])["log_ppl"]
@@ -385,7 +386,8 @@ def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
                                                           student_release(c, setup, ctx)))
     memory = train_memory_bytes(build_causal_lm(config, seed), "adamw", c.data.batch_size,
                                 c.data.seq_len, c.models.dtype_bytes)
-    return {"final": _evaluate(c, config, state, setup.test_blocks), "losses": metrics["losses"],
+    final = _evaluate(c, config, state, setup.test_blocks, setup.test_answers)
+    return {"final": final, "losses": metrics["losses"],
             "experts_by_rank": metrics["experts_by_rank"], "comm_bytes": setup.private_text_bytes,
             "ep_resumed_from_step": metrics["resumed_from_step"],
             "peak_device_memory_bytes": memory}
@@ -452,7 +454,8 @@ def fedjets(c: DeepFusionConfig, setup: Setup, ctx,
     memory = train_memory_bytes(local, c.local.optimizer, c.data.batch_size, c.data.seq_len,
                                 c.models.dtype_bytes, finetune=c.models.finetune,
                                 lora_rank=c.models.lora_rank)
-    return {"final": _evaluate(c, config, state, setup.test_blocks), "comm_bytes": float(comm),
+    final = _evaluate(c, config, state, setup.test_blocks, setup.test_answers)
+    return {"final": final, "comm_bytes": float(comm),
             "peak_device_memory_bytes": float(memory), "rounds": float(len(history)),
             "round_log_ppl": [h["eval_log_ppl"] for h in history],
             "round_cum_bytes": [h["cum_bytes"] for h in history]}

@@ -1,9 +1,10 @@
 """The deepfusion workload's entry points: `run` (every method, one MLflow child run each) and
 `trial` (one configuration of a Tune sweep). The phases themselves live in `pipeline.py`.
 
-Final metrics per method: log_ppl, ppl, token_accuracy, comm_bytes, peak_device_memory_bytes, and
-comm_bytes_at_quality: FedJETS' bytes until it first matches DeepFusion's log-PPL (NaN: never within
-its rounds; DeepFusion's own is its one-shot comm_bytes).
+Final metrics per method: log_ppl, ppl, token_accuracy (every next token), answer_token_accuracy
+(the answer tokens of one held-out record per row, Table II), comm_bytes, peak_device_memory_bytes,
+and comm_bytes_at_quality: FedJETS' bytes until it first matches DeepFusion's log-PPL (NaN: never
+within its rounds; DeepFusion's own is its one-shot comm_bytes).
 A trial returns them as `<metric>_<method>` for every method of `run.methods`, plus the unprefixed
 metrics of the first method, so `sweep.metric: log_ppl` tunes DeepFusion itself while the
 baselines' figures land beside it (one row of Table I per trial in `configurations.csv`).
@@ -17,8 +18,8 @@ from orchestrator.workload import ResourceRequest, device_pool_request
 from workloads.deepfusion.config import KD_METHODS, DeepFusionConfig
 from workloads.deepfusion.pipeline import bytes_at_quality, prepare, run_methods
 
-FINAL = ("log_ppl", "ppl", "token_accuracy", "comm_bytes", "peak_device_memory_bytes",
-         "comm_bytes_at_quality")
+FINAL = ("log_ppl", "ppl", "token_accuracy", "answer_token_accuracy", "comm_bytes",
+         "peak_device_memory_bytes", "comm_bytes_at_quality")
 
 
 # --------------------------------------------------------------------------- reporting
@@ -30,7 +31,9 @@ def _log_series(tracker, name: str, values: list[float]) -> None:
 def _row(method: str, result: dict, results: dict) -> dict:
     f = result["final"]
     return {"method": method, "log_ppl": f["log_ppl"], "ppl": f["ppl"],
-            "token_accuracy": f["token_accuracy"], "comm_bytes": float(result["comm_bytes"]),
+            "token_accuracy": f["token_accuracy"],
+            "answer_token_accuracy": f.get("answer_token_accuracy", float("nan")),
+            "comm_bytes": float(result["comm_bytes"]),
             "peak_device_memory_bytes": float(result["peak_device_memory_bytes"]),
             "comm_bytes_at_quality": _at_quality(method, result, results)}
 
@@ -64,9 +67,11 @@ def _figures(rows: list[dict]):
     from matplotlib.figure import Figure
 
     names = [r["method"] for r in rows]
-    table = Figure(figsize=(9, 3.8), layout="constrained")
-    for ax, key, label in zip(table.subplots(1, 2), ("log_ppl", "token_accuracy"),
-                              ("token perplexity (log)", "token accuracy")):
+    table = Figure(figsize=(13, 3.8), layout="constrained")
+    for ax, key, label in zip(table.subplots(1, 3),
+                              ("log_ppl", "token_accuracy", "answer_token_accuracy"),
+                              ("token perplexity (log)", "token accuracy (all tokens)",
+                               "token accuracy (answer only)")):
         ax.bar(names, [r[key] for r in rows], color="tab:blue")
         ax.set_ylabel(label)
         ax.tick_params(axis="x", rotation=30)

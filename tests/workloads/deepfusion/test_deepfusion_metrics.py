@@ -41,3 +41,11 @@ def test_evaluate_lm_is_token_weighted_over_all_blocks():
     assert out["tokens"] == 6 and out["token_accuracy"] == pytest.approx(5 / 6)
     assert out["log_ppl"] == pytest.approx(100 / 6, rel=1e-3)
     assert out["ppl"] == pytest.approx(math.exp(out["log_ppl"]))
+
+
+def test_answer_accuracy_scores_only_the_answer_tokens():
+    ids = torch.tensor([[0, 1, 2, 0, 4], [2, 3, 3, 4, 0]])  # x+1 is right at t = 1,2 | 1,3,4
+    mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    out = evaluate_lm(_Lookup(), ids, batch_size=1, answers=(ids, mask))
+    assert out["answer_token_accuracy"] == pytest.approx(3 / 5)  # t = 2,3 | 2,3,4
+    assert out["token_accuracy"] == pytest.approx(5 / 8)

@@ -43,3 +43,23 @@ def test_lm_blocks_pack_texts_with_eos_into_fixed_length_blocks(tokenizer):
     blocks = data.lm_blocks(texts, tokenizer, 3)
     assert blocks.shape == (len(stream) // 3, 3) and blocks.dtype == torch.long
     assert blocks.flatten().tolist() == stream[:blocks.numel()]
+
+
+def test_every_record_ends_with_its_answer_and_financial_ones_are_instructions():
+    for case in data.CASES:
+        records = data.load_case(case)
+        assert all(r.answer.strip() and r.text.endswith(r.answer) for r in records)
+    financial = data.load_case("financial")
+    assert all(r.text.startswith(f"Instruction: {data.FINANCIAL_INSTRUCTION}\nInput: ")
+               and r.answer == f" {r.label}" for r in financial)
+
+
+def test_answer_examples_mask_the_answer_with_its_question_in_view(tokenizer):
+    records = data.load_case("financial")[:3] + data.load_pubmedqa()[:2]
+    ids, mask = data.answer_examples(records, tokenizer, seq_len=64)
+    assert ids.shape == mask.shape == (5, 64) and not mask[:, 0].any()
+    for row, m, r in zip(ids, mask, records[:3]):  # short answers: whole, right before EOS
+        assert tokenizer.decode(row[m]) == r.answer
+        assert row[int(m.nonzero().max()) + 1] == tokenizer.eos_token_id
+    for m in mask[3:]:  # long answers: their first half block, after half a block of question
+        assert int(m.sum()) == 32 and int(m.nonzero().min()) == 31
