@@ -23,7 +23,8 @@ USAGE = """examples:
   orchestrator compare aeria-quickstart
   orchestrator submit experiments/aeria/quickstart.yaml --address http://127.0.0.1:8265
 
-exit status: 0 done, 1 the experiment failed (its MLflow run is FAILED), 2 bad input."""
+exit status: 0 done, 1 the experiment failed (its MLflow run is FAILED), 2 bad input,
+130 interrupted (Ctrl-C; its MLflow run is KILLED)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the open MLflow runs were marked KILLED on the way out
+        print("interrupted: any MLflow run it had open is marked KILLED; `run --resume` "
+              "continues a run from its checkpoints", file=sys.stderr)
+        return 130
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("edge-orchestrator")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run research experiments from YAML on Ray, tracked in MLflow.",
         epilog=USAGE)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"orchestrator {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for name, func, text in (("run", cmd_run, "run an experiment"),
                              ("sweep", cmd_sweep, "run the config's Ray Tune sweep"),
@@ -53,20 +69,38 @@ def _parser() -> argparse.ArgumentParser:
                        help="OmegaConf dotlist, e.g. aeria.user_counts=[500,5000] seed=3")
         if name == "run":
             p.add_argument("--resume", action="store_true",
-                           help="continue the last run of this exact config from its checkpoints")
+                           help="continue the last run of this exact config from its "
+                                "checkpoints (exit 2 when there is none)")
+            p.add_argument("--resume-or-start", action="store_true",
+                           help="as --resume, but start afresh when there is nothing to resume")
+        if name == "validate":
+            p.add_argument("--print", action="store_true", dest="print_config",
+                           help="print the resolved config, every default filled in")
         p.set_defaults(func=func)
     p = sub.add_parser("reproduce", help="run a workload's CPU-sized reproduction; print its "
                                          "paper-claims table")
     p.add_argument("workload", help="workload name, e.g. fedprox")
     p.add_argument("overrides", nargs="*", help="OmegaConf dotlist, e.g. seed=1")
     p.add_argument("--resume", action="store_true", help="continue a killed reproduction")
+    p.add_argument("--resume-or-start", action="store_true",
+                   help="as --resume, but start afresh when there is nothing to resume")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("list", help="list workloads and shipped experiments")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("compare", help="table of the latest parent run's child runs")
+    p = sub.add_parser("compare", help="table of a parent run's child runs (default: the "
+                                       "latest FINISHED parent)")
     p.add_argument("experiment", help="MLflow experiment name, e.g. aeria-quickstart")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--run-id", help="this parent run (any status)")
+    p.add_argument("--status", default="FINISHED",
+                   choices=["FINISHED", "RUNNING", "FAILED", "KILLED", "any"],
+                   help="the latest parent of this status (default FINISHED)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="only parents with this tag (repeatable), e.g. "
+                        "orchestrator.overrides=seed=3")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"],
+                   help="what stdout gets (default: a table; the others are for scripts)")
     p.add_argument("--out", help="CSV path (default compare_<experiment>.csv)")
     p.set_defaults(func=cmd_compare)
     _add_submit(sub)
@@ -107,6 +141,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     preflight.check_before_start(cfg, registry.get(cfg.workload), kind)
     state.check_state_dir(cfg)
     check_store(tracking_uri(cfg.mlflow.tracking_uri))
+    if args.print_config:  # plain YAML on stdout, for a file or a diff; the verdict to stderr
+        from orchestrator.config import to_yaml
+
+        print(to_yaml(cfg), end="")
+        print(f"ok: {args.config} is a valid '{cfg.workload}' experiment", file=sys.stderr)
+        return 0
     console.print(f"[green]ok[/green]: {args.config} is a valid '{cfg.workload}' experiment")
     return 0
 
@@ -125,13 +165,16 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
 
     cfg = load_experiment(args.config, args.overrides)
     try:
-        out = runner.execute(cfg, args.config, args.overrides, kind, getattr(args, "resume", False))
+        out = runner.execute(cfg, args.config, args.overrides, kind,
+                             getattr(args, "resume", False) or getattr(args, "resume_or_start",
+                                                                       False),
+                             start_if_missing=getattr(args, "resume_or_start", False))
     except BadInput:
         raise  # one line and exit 2 (`main`); a parent run already opened is marked FAILED
     except Exception:
         log.exception("the %s failed; its MLflow run is marked FAILED", kind)
         return 1
-    _print_summary(out.rows if kind == "run" else _best_trials(out.rows, cfg), cfg, out.run_id)
+    _print_summary(out.rows if kind == "run" else _best_trials(out.rows, cfg), cfg, out)
     if out.claims:
         console.print("[bold]the paper's claims[/bold] (claims.md in the parent run)")
         _print_table([_claim_row(c) for c in out.claims], wrap=True)
@@ -162,29 +205,55 @@ def _best_trials(rows: list[dict], cfg, top: int = 10) -> list[dict]:
     return [{k: r.get(k) for k in keys} for r in ranked(rows, cfg.sweep.metric, cfg.sweep.mode)[:top]]
 
 
-def _print_summary(rows: list[dict], cfg, run_id: str) -> None:
-    from orchestrator.tracking import ui_command
+def _print_summary(rows: list[dict], cfg, out) -> None:
+    from orchestrator.tracking import runs_url, ui_command
 
     _print_table(rows[:50])
-    console.print(f"MLflow run {run_id} in experiment "
+    console.print(f"MLflow run {out.run_id} in experiment "
                   f"'{cfg.mlflow.experiment or cfg.workload}'. Open the UI with:")
     console.print(f"  {ui_command(cfg.mlflow.tracking_uri)}", highlight=False, soft_wrap=True)
+    if out.experiment_id:
+        console.print(f"then this run: {runs_url(out.experiment_id, out.run_id)}\n"
+                      f"     its experiment's runs: {runs_url(out.experiment_id)}",
+                      highlight=False, soft_wrap=True)
 
 
 def _print_table(rows: list[dict], wrap: bool = False) -> None:
-    """Numbers never wrap; with `wrap`, long text cells do, so a narrow terminal shows every
-    column (the claims' verdict) instead of cropping the last ones."""
+    """Numbers are never cropped: text cells wrap, and a table too wide for the terminal even so
+    is printed long, one (field, value) table per row. With `wrap`, long text cells wrap too, so
+    a narrow terminal shows every column (the claims' verdict)."""
     from rich.table import Table
 
-    table = Table()
-    columns = rows_to_columns(rows)
-    for name in columns:
-        table.add_column(name, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
-    for row in rows:
-        table.add_row(*[_fmt(row.get(c)) for c in columns])
     if not console.is_terminal:
         console.width = 400  # in logs and pipes: never crop cells
+    columns = list(rows_to_columns(rows))
+    if not wrap and _least_width(rows, columns) > console.width:
+        for row in rows:
+            long = Table("field", "value", title=_fmt(row.get(columns[0])), title_justify="left")
+            for c in columns[1:]:
+                long.add_row(c, _fmt(row.get(c)))
+            console.print(long)
+        return
+    table = Table()
+    for name in columns:
+        numeric = all(isinstance(r.get(name), (int, float, type(None))) for r in rows)
+        table.add_column(name, overflow="fold", no_wrap=numeric and not wrap,
+                         min_width=max((len(_fmt(r.get(name))) for r in rows), default=1)
+                         if numeric else None)
+    for row in rows:
+        table.add_row(*[_fmt(row.get(c)) for c in columns])
     console.print(table)
+
+
+def _least_width(rows: list[dict], columns: list[str], text_min: int = 8) -> int:
+    """The narrowest the table can be with every number whole: text folds to `text_min`."""
+    width = 1
+    for c in columns:
+        cells = [_fmt(r.get(c)) for r in rows]
+        numeric = all(isinstance(r.get(c), (int, float, type(None))) for r in rows)
+        width += 3 + (max(map(len, cells), default=1) if numeric else
+                      min(text_min, max(map(len, cells), default=1)))
+    return width
 
 
 def _transposed(rows: list[dict]) -> list[dict]:
@@ -239,19 +308,50 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.tracking import latest_children, rows_to_csv, tracking_uri
+    import json
+
+    from orchestrator.tracking import pick_parent_children, rows_to_csv, tracking_uri
 
     uri = args.tracking_uri or tracking_uri("sqlite:///mlflow.db")
     source = "--tracking-uri" if args.tracking_uri else \
         "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default store"
     out = _check_out(Path(args.out or f"compare_{args.experiment}.csv"))
-    parent, rows = latest_children(uri, args.experiment, source)
-    console.print(f"{args.experiment}: parent run {parent['name']} ({parent['run_id']}, "
-                  f"{parent['status']}), {len(rows)} child runs")
-    _print_table(_transposed(rows) if len(rows[0] if rows else ()) > 10 else rows)
+    tags = dict(_tag_filter(t) for t in args.tag)
+    pick = pick_parent_children(uri, args.experiment, source, run_id=args.run_id,
+                                status=args.status, tags=tags)
+    parent, rows = pick.parent, pick.rows
+    say = console.print if args.format == "table" else \
+        (lambda text: print(text, file=sys.stderr))  # stdout: only the data, for scripts
+    if pick.skipped:
+        say(f"skipped {pick.skipped} newer parent run(s) not {args.status} (the latest: "
+            f"{pick.skipped_latest}); --status any or --run-id picks one")
+    say(f"{args.experiment}: parent run {parent['name']} ({parent['run_id']}, "
+        f"{parent['status']}), {len(rows)} child runs")
+    if args.format == "table":
+        _print_table(_transposed(rows) if len(rows[0] if rows else ()) > 10 else rows)
+    elif args.format == "csv":
+        print(rows_to_csv(rows), end="")
+    elif args.format == "json":
+        print(json.dumps({"parent": parent, "children": rows}, indent=1, default=str))
+    else:
+        print(_markdown(rows))
     out.write_text(rows_to_csv(rows))
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
     return 0
+
+
+def _tag_filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise BadInput(f"--tag {text!r}: expected KEY=VALUE, e.g. --tag orchestrator.kind=run")
+    return key, value
+
+
+def _markdown(rows: list[dict]) -> str:
+    columns = rows_to_columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def _check_out(out: Path) -> Path:

@@ -24,6 +24,7 @@ class Outcome:
     run_id: str
     rows: list[dict]           # one per child run (run) or per trial (sweep)
     claims: list[dict] = field(default_factory=list)
+    experiment_id: str = ""
 
 
 def check(cfg: Any, kind: str) -> Any:
@@ -45,13 +46,14 @@ def check(cfg: Any, kind: str) -> Any:
 
 
 def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
-            resume: bool = False) -> Outcome:
+            resume: bool = False, start_if_missing: bool = False) -> Outcome:
     """Check, open the parent run, start or join Ray, run, log. Raises what the work raised
-    (the parent run is then marked FAILED)."""
+    (the parent run is then marked FAILED). `resume` with nothing to resume is bad input unless
+    `start_if_missing`."""
     from orchestrator import runtime, state, tracking
 
     workload = check(cfg, kind)
-    state_dir = state.run_state_dir(cfg, config_path, resume)
+    state_dir = state.run_state_dir(cfg, config_path, resume, start_if_missing)
     started = time.time()
     with tracking.parent_run(cfg, config_path, kind, state.last_run_id(state_dir),
                              overrides) as parent, runtime.ray_session(cfg.ray):
@@ -63,7 +65,7 @@ def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
         parent.log_table(rows, "results.csv")
         claims = check_claims(workload, rows, parent) if kind == "run" else []
         parent.log_metrics({"wall_seconds": time.time() - started})
-    return Outcome(kind, cfg, parent.run_id, rows, claims)
+    return Outcome(kind, cfg, parent.run_id, rows, claims, parent.experiment_id)
 
 
 def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> list[dict]:

@@ -37,7 +37,12 @@ def check_state_dir(cfg: Any) -> None:
                           "point state_dir at a folder you can write, e.g. state_dir=.orchestrator")
 
 
-def run_state_dir(cfg: Any, config_path: str, resume: bool) -> Path:
+def run_state_dir(cfg: Any, config_path: str, resume: bool,
+                  start_if_missing: bool = False) -> Path:
+    """This config's state folder: cleared for a fresh run, kept for `resume`; resuming what
+    was never started is bad input (a typo in an override would silently start over) unless
+    `start_if_missing`."""
+    from orchestrator.config import BadInput
     from orchestrator.tracking import experiment_name
 
     digest = hashlib.sha1(to_yaml(cfg).encode()).hexdigest()[:12]
@@ -46,7 +51,11 @@ def run_state_dir(cfg: Any, config_path: str, resume: bool) -> Path:
         log.info("starting over: clearing the previous run's state at %s", path)
         shutil.rmtree(path)
     elif resume and not path.exists():
-        log.warning("nothing to resume for this config at %s: starting from scratch", path)
+        if not start_if_missing:
+            raise BadInput(f"--resume: nothing to resume for this config and these overrides "
+                           f"(no state at {path}); run without --resume to start, or pass "
+                           f"--resume-or-start")
+        log.info("nothing to resume for this config at %s: starting from scratch", path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -315,7 +316,8 @@ def parent_run(cfg: Any, config_path: str, kind: str, resume_run_id: str | None 
     run = client.create_run(experiment_id, run_name=run_name, tags={
         KIND_TAG: kind, ROLE_TAG: "parent", "orchestrator.workload": cfg.workload,
         "orchestrator.config_path": str(config_path), "mlflow.source.git.commit": git_commit(),
-        PROCESS_TAG: process_identity(), OVERRIDES_TAG: shlex.join(redacted(overrides))})
+        PROCESS_TAG: process_identity(), OVERRIDES_TAG: shlex.join(redacted(overrides)),
+        "mlflow.note.content": run_description(config_path, kind, overrides)})
     tracker = RunTracker(client, run.info.run_id, experiment_id)
     with tracker.finishing():
         tracker.log_params(to_dict(cfg))
@@ -323,6 +325,12 @@ def parent_run(cfg: Any, config_path: str, kind: str, resume_run_id: str | None 
         tracker.log_text(json.dumps(package_versions(), indent=2), "versions.json")
         tracker.set_tags({f"version.{k}": v for k, v in package_versions().items()})
         yield tracker
+
+
+def run_description(config_path: str, kind: str, overrides: Sequence[str] = ()) -> str:
+    """The parent run's description in the MLflow UI: the command that made it."""
+    command = shlex.join(["orchestrator", kind, str(config_path), *redacted(overrides)])
+    return f"Made by `{command}`"
 
 
 OVERRIDES_TAG = "orchestrator.overrides"  # the command line's overrides, shell-quoted
@@ -434,16 +442,41 @@ def _experiment_id(client: Any, name: str, uri: str, artifact_root: str | None) 
     return client.create_experiment(name, artifact_location=location)
 
 
+UI_PORT = 5000
+
+
 def ui_command(cfg_uri: str) -> str:
-    """The command that opens the MLflow UI on this store (bound to loopback)."""
+    """The command that opens the MLflow UI on this store: bound to loopback, one worker and no
+    job runner (the defaults start 11 processes and 3 GB on a laptop; docs/cluster-jobs.md)."""
     uri = tracking_uri(cfg_uri)
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} "
+            f"--host 127.0.0.1 --port {UI_PORT} --workers 1")
+
+
+def runs_url(experiment_id: str, run_id: str | None = None, port: int = UI_PORT) -> str:
+    """The UI page of an experiment's runs (or of one run): MLflow 3 otherwise lands on its
+    GenAI overview, not the runs."""
+    base = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}"
+    return f"{base}/runs/{run_id}" if run_id else f"{base}/runs?workflowType=machine_learning"
 
 
 # --------------------------------------------------------------------------- reading back
-def latest_children(uri: str, experiment: str,
-                    source: str = "--tracking-uri") -> tuple[dict, list[dict]]:
-    """The latest parent run of `experiment` and its children as rows: name, status, metrics.
+@dataclasses.dataclass
+class Picked:
+    """A parent run (run_id, name, status), its children as rows, and how many newer parents
+    the status or tag filter passed over."""
+
+    parent: dict
+    rows: list[dict]
+    skipped: int = 0
+    skipped_latest: str = ""
+
+
+def pick_parent_children(uri: str, experiment: str, source: str = "--tracking-uri",
+                         run_id: str | None = None, status: str = "FINISHED",
+                         tags: dict[str, str] | None = None) -> Picked:
+    """A parent run of `experiment` (the run `run_id`, else the latest of `status` with `tags`;
+    status "any": any) and its children as rows: name, status, metrics.
 
     Reading never writes: a store that is not there, not MLflow's, or not answering is one
     BadInput naming `source` (the flag or variable the URI came from)."""
@@ -455,29 +488,62 @@ def latest_children(uri: str, experiment: str,
     from mlflow.exceptions import MlflowException
 
     try:
-        return _latest_children(_client(uri), uri, experiment)
+        return _pick(_client(uri), uri, experiment, run_id, status, tags or {})
     except MlflowException as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BadInput(f"{source} {uri}: MLflow cannot read it: {first}") from None
 
 
-def _latest_children(client: Any, uri: str, experiment: str) -> tuple[dict, list[dict]]:
+def latest_children(uri: str, experiment: str,
+                    source: str = "--tracking-uri") -> tuple[dict, list[dict]]:
+    """The latest parent run of `experiment`, whatever its status, and its children as rows."""
+    picked = pick_parent_children(uri, experiment, source, status="any")
+    return picked.parent, picked.rows
+
+
+def _pick(client: Any, uri: str, experiment: str, run_id: str | None, status: str,
+          tags: dict[str, str]) -> Picked:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         raise BadInput(f"no experiment '{experiment}' in {uri}; "
                        + did_you_mean(experiment, known) + f"known: {', '.join(known) or 'none'}")
-    parents = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        raise BadInput(f"experiment '{experiment}' has no parent run yet")
+    if run_id:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            parents = [client.get_run(run_id)]
+        except MlflowException:
+            parents = []
+        if not parents or parents[0].info.experiment_id != exp.experiment_id or \
+                parents[0].data.tags.get(ROLE_TAG) != "parent":
+            raise BadInput(f"--run-id {run_id}: no parent run with that id in '{experiment}'; "
+                           f"`compare {experiment} --status any` shows the latest")
+        newer = []
+    else:
+        query = " and ".join([f"tags.`{ROLE_TAG}` = 'parent'",
+                              *(f"tags.`{k}` = '{v}'" for k, v in tags.items())])
+        runs = client.search_runs([exp.experiment_id], query,
+                                  order_by=["attributes.start_time DESC"], max_results=1000)
+        if not runs:
+            raise BadInput(f"experiment '{experiment}' has no parent run yet"
+                           + (f" with tags {tags}" if tags else ""))
+        at = next((i for i, r in enumerate(runs) if status == "any" or r.info.status == status),
+                  None)
+        if at is None:
+            raise BadInput(f"experiment '{experiment}' has no {status} parent run (the latest, "
+                           f"{runs[0].info.run_name}, is {runs[0].info.status}); "
+                           f"--status any shows it")
+        parents, newer = [runs[at]], runs[:at]
     parent = parents[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                   order_by=["attributes.start_time ASC"], max_results=10000)
     rows = [{"run": c.info.run_name, "status": c.info.status, **_round(c.data.metrics)}
             for c in children]
-    return {"run_id": parent.info.run_id, "name": parent.info.run_name,
-            "status": parent.info.status}, rows
+    return Picked({"run_id": parent.info.run_id, "name": parent.info.run_name,
+                   "status": parent.info.status}, rows, len(newer),
+                  f"{newer[0].info.run_name}, {newer[0].info.status}" if newer else "")
 
 
 # --------------------------------------------------------------------------- helpers

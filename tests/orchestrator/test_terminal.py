@@ -75,6 +75,7 @@ class Screen:
 
     status: int
     text: str
+    session: int = 0  # the session (and process group) it ran in: its Ray processes too
 
     @property
     def lines(self) -> list[str]:
@@ -90,9 +91,12 @@ class Screen:
                    for f in self.frames)
 
 
-def in_terminal(argv: list[str], cwd: Path, timeout_s: float = 300) -> Screen:
+def in_terminal(argv: list[str], cwd: Path, timeout_s: float = 300,
+                interrupt_on: re.Pattern | None = None) -> Screen:
     """Run `argv` with a 120x40 pseudo-terminal as its stdin, stdout and stderr, as a shell
-    would, and collect everything the terminal receives until the program exits."""
+    would, and collect everything the terminal receives until the program exits. With
+    `interrupt_on`, press Ctrl-C (SIGINT to the foreground process group) once the screen
+    shows it."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in (
@@ -104,6 +108,7 @@ def in_terminal(argv: list[str], cwd: Path, timeout_s: float = 300) -> Screen:
                             start_new_session=True)
     os.close(slave)
     out, deadline, exited = bytearray(), time.monotonic() + timeout_s, None
+    pressed = interrupt_on is None
     try:
         while True:
             ready, _, _ = select.select([master], [], [], 0.5)
@@ -115,6 +120,9 @@ def in_terminal(argv: list[str], cwd: Path, timeout_s: float = 300) -> Screen:
                 if not chunk:
                     break
                 out += chunk
+                if not pressed and interrupt_on.search(_plain(out)):
+                    os.killpg(proc.pid, signal.SIGINT)
+                    pressed = True
             elif proc.poll() is not None:
                 exited = exited or time.monotonic()
                 if time.monotonic() - exited > 2:  # a leftover child holds the slave: stop reading
@@ -124,7 +132,7 @@ def in_terminal(argv: list[str], cwd: Path, timeout_s: float = 300) -> Screen:
                 raise AssertionError(f"{argv} ran past {timeout_s}s:\n" + _plain(out)[-3000:])
     finally:
         os.close(master)
-    return Screen(proc.wait(timeout=30), _plain(out))
+    return Screen(proc.wait(timeout=30), _plain(out), proc.pid)
 
 
 def _plain(raw: bytes) -> str:
@@ -209,6 +217,29 @@ def test_list_under_a_terminal_names_every_workload(tmp_path):
     assert_clean(screen)
     for name in ("aeria", "deepfusion", "prince", "robustness"):
         assert f"experiments/{name}/quickstart.yaml" in screen.text
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_with_one_line_exit_130_its_runs_killed_and_no_ray_left(tmp_path):
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking import ROLE_TAG
+
+    screen = in_terminal([sys.executable, "-m", "orchestrator", "run",
+                          str(EXPERIMENTS / "fedprox" / "quickstart.yaml"), *scratch(tmp_path)],
+                         tmp_path, interrupt_on=BAR_FRAGMENT)
+    assert screen.status == 130, screen.text[-3000:]
+    assert "Traceback" not in screen.text, screen.text[-3000:]
+    assert screen.lines[-1].startswith("interrupted: any MLflow run it had open is marked KILLED")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "parent"]
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert all(r.info.status != "RUNNING" for r in runs)
+    time.sleep(3)
+    ps = subprocess.run(["ps", "-eo", "sid=,args="], capture_output=True, text=True).stdout
+    left = [line for line in ps.splitlines() if line.split()[0] == str(screen.session)]
+    assert not left, f"processes of the interrupted run still alive: {left}"
 
 
 # --------------------------------------------------------------------------- the bar itself
