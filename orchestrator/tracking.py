@@ -271,8 +271,12 @@ class SeedScope:
     def __init__(self, parent: RunTracker, seed: int):
         self.parent, self.seed = parent, seed
 
-    def child(self, name: str, kind: str = "child"):
-        return self.parent.child(f"{name} seed {self.seed}", kind)
+    @contextlib.contextmanager
+    def child(self, name: str, kind: str = "child") -> Iterator[RunTracker]:
+        """A child named and parametrised by its seed, so the UI can group and filter by it."""
+        with self.parent.child(f"{name} seed {self.seed}", kind) as child:
+            child.log_params({"seed": self.seed})
+            yield child
 
     def log_params(self, params: dict) -> None:
         self.parent.log_params({f"seed_{self.seed}": params})

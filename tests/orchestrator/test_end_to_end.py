@@ -42,7 +42,10 @@ def test_run_leaves_a_parent_with_one_child_per_mechanism(workdir, capsys):
     assert sorted(k.info.run_name for k in kids) == sorted(eval(mechanisms))
     assert all(k.info.status == "FINISHED" and "revenue_mean" in k.data.metrics for k in kids)
     steps = client.get_metric_history(kids[0].info.run_id, "revenue_mean")
-    assert len({m.step for m in steps}) == 2, "one step per user count"
+    users = {int(n) for n in eval(parent.data.params["aeria.user_counts"])}
+    assert {m.step for m in steps} == users and len(users) == 2, "step = number of users"
+    assert all("mechanism_cells.csv" in {a.path for a in client.list_artifacts(k.info.run_id)}
+               for k in kids), "one table name in every child: the UI compares them"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "results.csv", "versions.json"} <= artifacts
     assert any(a.endswith(".png") for a in artifacts)

@@ -45,6 +45,16 @@ def test_child_runs_nest_under_the_parent_and_compare_reads_them_back(cfg):
     assert [m.step for m in client.get_metric_history(child_id.info.run_id, "revenue")] == [0, 1]
 
 
+def test_a_seeds_child_run_carries_its_seed_as_a_param(cfg):
+    from orchestrator.tracking import SeedScope
+
+    with parent_run(cfg, str(QUICKSTART), "run") as parent:
+        with SeedScope(parent, 4).child("aeria") as child:
+            pass
+    run = MlflowClient(store()).get_run(child.run_id)
+    assert run.info.run_name == "aeria seed 4" and run.data.params["seed"] == "4"
+
+
 def test_a_run_that_raises_ends_failed_with_its_traceback(cfg):
     with pytest.raises(ZeroDivisionError):
         with parent_run(cfg, str(QUICKSTART), "run") as parent:

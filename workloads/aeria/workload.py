@@ -214,12 +214,12 @@ def _log_mechanism(ctx: Any, a: AeriaConfig, name: str, stats: dict[str, np.ndar
     params = dataclasses.asdict(mechanism_params(a))
     with ctx.tracker.child(name) as child:
         child.log_params({"mechanism": name, **params})
-        for step in range(len(a.user_counts)):
-            child.log_metrics({k: float(v[step]) for k, v in stats.items()}, step=step)
+        for i, users in enumerate(a.user_counts):  # step = number of users: the UI's x-axis
+            child.log_metrics({k: float(v[i]) for k, v in stats.items()}, step=int(users))
         child.log_metrics({f"overall_{k}": float(np.mean(v)) for k, v in stats.items()
                            if k.endswith("_mean")})
         child.log_metrics(_check_summary(rows))
-        child.log_table(rows, f"{name}_cells.csv")
+        child.log_table(rows, "mechanism_cells.csv")  # one name: the UI compares children
 
 
 def _check_summary(rows: list[dict]) -> dict[str, float]:
