@@ -303,7 +303,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     console.print("[bold]experiments[/bold]")
     for folder, paths in registry.shipped_experiments().items():
         for path in paths:
-            console.print(f"  {path.relative_to(registry.REPO_ROOT)}")
+            console.print(f"  [bold]{path.relative_to(registry.REPO_ROOT)}[/bold]")
+            console.print(f"      {registry.experiment_summary(path)}", highlight=False,
+                          markup=False)
     return 0
 
 

@@ -91,3 +91,16 @@ def shipped_experiments() -> dict[str, list[Path]]:
     if not EXPERIMENTS_DIR.is_dir():
         return {}
     return {d.name: sorted(d.glob("*.yaml")) for d in sorted(EXPERIMENTS_DIR.iterdir()) if d.is_dir()}
+
+
+def experiment_summary(path: Path) -> str:
+    """An experiment file's first comment sentence: what it runs and, by the convention of the
+    shipped files, how long ("seconds on a laptop", "minutes on 2 CPUs", "GPU-sized")."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    end = text.find(". ")
+    return text[:end + 1] if end >= 0 else text
