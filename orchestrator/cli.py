@@ -19,8 +19,9 @@ USAGE = """examples:
   orchestrator sweep experiments/aeria/sweep.yaml sweep.num_samples=8
   orchestrator validate experiments/aeria/paper.yaml
   orchestrator reproduce fedprox          # a paper's claims: ours, 95% interval, verdict
-  orchestrator list
-  orchestrator compare aeria-quickstart
+  orchestrator list                       # workloads, experiments, what each runs
+  orchestrator keys aeria                 # every config key: type, default, rules, help
+  orchestrator compare aeria-quickstart --format json
   orchestrator submit experiments/aeria/quickstart.yaml --address http://127.0.0.1:8265
 
 exit status: 0 done, 1 the experiment failed (its MLflow run is FAILED), 2 bad input,
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("list", help="list workloads and shipped experiments")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("keys", help="every config key of a workload's experiments: type, "
+                                    "default, rules, help")
+    p.add_argument("workload", help="workload name, e.g. aeria")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    p.set_defaults(func=cmd_keys)
     p = sub.add_parser("compare", help="table of a parent run's child runs (default: the "
                                        "latest FINISHED parent)")
     p.add_argument("experiment", help="MLflow experiment name, e.g. aeria-quickstart")
@@ -306,6 +312,27 @@ def cmd_list(args: argparse.Namespace) -> int:
             console.print(f"  [bold]{path.relative_to(registry.REPO_ROOT)}[/bold]")
             console.print(f"      {registry.experiment_summary(path)}", highlight=False,
                           markup=False)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestrator import registry
+    from orchestrator.config import experiment_schema, schema_keys
+    from orchestrator.tracking import rows_to_csv
+
+    workload = registry.get(args.workload)
+    rows = schema_keys(experiment_schema(workload.name, workload.config_cls))
+    if args.format == "table":
+        _print_table([{**r, "default": "null" if r["default"] is None else _fmt(r["default"])}
+                      for r in rows], wrap=True)
+    elif args.format == "csv":
+        print(rows_to_csv(rows), end="")
+    elif args.format == "json":
+        print(json.dumps(rows, indent=1, default=str))
+    else:
+        print(_markdown(rows))
     return 0
 
 

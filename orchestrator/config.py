@@ -423,6 +423,40 @@ def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> A
     return cfg
 
 
+# --------------------------------------------------------------------------- the schema, listed
+def schema_keys(cls: type, prefix: str = "") -> list[dict]:
+    """Every knob of dataclass `cls`, nested sections flattened to dotted keys: key, type,
+    default, constraints and help (what `orchestrator keys WORKLOAD` prints)."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        key, hint = _join(prefix, f.name), hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows += schema_keys(hint, key)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else \
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)"
+        meta = f.metadata
+        rules = [f"{op} {meta[name]}" for name, op in (("ge", ">="), ("gt", ">"), ("le", "<="),
+                                                       ("lt", "<")) if meta.get(name) is not None]
+        if meta.get("choices"):
+            rules.append("one of " + ", ".join(map(str, meta["choices"])))
+        rows.append({"key": key, "type": _type_name(hint), "default": default,
+                     "rules": "; ".join(rules), "help": meta.get("help", "")})
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return f"{' | '.join(map(_type_name, rest))} | null"
+    if args:
+        return f"{getattr(typing.get_origin(hint), '__name__', str(hint))}" \
+               f"[{', '.join(map(_type_name, args))}]"
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
 # --------------------------------------------------------------------------- serialising
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)

@@ -112,3 +112,13 @@ def test_resume_with_nothing_to_resume_is_bad_input_unless_asked_to_start(workdi
     assert "nothing to resume" in err and "--resume-or-start" in err
     assert not (workdir / "mlflow.db").exists() or \
         not MlflowClient(store()).search_experiments(filter_string="name = 'aeria-quickstart'")
+
+
+def test_keys_lists_every_knob_with_its_type_default_rules_and_help(capsys):
+    assert cli.main(["keys", "deepfusion", "--format", "json"]) == 0
+    keys = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    steps = keys["deepfusion.moe.steps"]
+    assert steps["type"] == "int" and steps["rules"].startswith(">=") and steps["help"]
+    assert keys["ray.address"]["type"] == "str | null" and keys["seed"]["default"] == 0
+    assert cli.main(["keys", "deepfusin"]) == 2
+    assert "did you mean 'deepfusion'" in capsys.readouterr().err
