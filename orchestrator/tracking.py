@@ -23,6 +23,7 @@ import re
 import shlex
 import socket
 import subprocess
+import tempfile
 import time
 import traceback
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -214,9 +215,17 @@ class RunTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_figure(self, fig: Any, name: str) -> None:
+        """`name` (a .png) at 200 dpi for the UI, and the same figure as vector SVG beside it
+        (`<stem>.svg`) for a paper."""
         import matplotlib.pyplot as plt
 
-        self.client.log_figure(self.run_id, fig, name)
+        stem = name[:-len(".png")] if name.endswith(".png") else name
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, kw in ((Path(tmp) / Path(f"{stem}.png").name, {"dpi": 200}),
+                             (Path(tmp) / Path(f"{stem}.svg").name, {})):
+                fig.savefig(path, bbox_inches="tight", **kw)
+                folder = str(Path(stem).parent) if Path(stem).parent != Path(".") else None
+                self.client.log_artifact(self.run_id, str(path), folder)
         plt.close(fig)
 
     def log_table(self, rows: Sequence[dict], name: str) -> None:

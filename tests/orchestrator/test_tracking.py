@@ -55,6 +55,22 @@ def test_a_seeds_child_run_carries_its_seed_as_a_param(cfg):
     assert run.info.run_name == "aeria seed 4" and run.data.params["seed"] == "4"
 
 
+def test_a_figure_is_logged_as_a_200_dpi_png_and_a_vector_svg(cfg):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3))
+    fig.add_subplot().plot([1, 2], [3, 4])
+    with parent_run(cfg, str(QUICKSTART), "run") as parent:
+        parent.log_figure(fig, "plots/revenue.png")
+    client = MlflowClient(store())
+    assert {a.path for a in client.list_artifacts(parent.run_id, "plots")} == \
+        {"plots/revenue.png", "plots/revenue.svg"}
+    png = client.download_artifacts(parent.run_id, "plots/revenue.png")
+    from PIL import Image
+
+    assert Image.open(png).size[0] >= 4 * 200 * 0.8  # 200 dpi, less bbox trimming
+
+
 def test_a_run_that_raises_ends_failed_with_its_traceback(cfg):
     with pytest.raises(ZeroDivisionError):
         with parent_run(cfg, str(QUICKSTART), "run") as parent:
