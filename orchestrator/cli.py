@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("config", help=f"experiment YAML, e.g. experiments/aeria/{example}")
         p.add_argument("overrides", nargs="*",
                        help="OmegaConf dotlist, e.g. aeria.user_counts=[500,5000] seed=3")
+        if name in ("run", "sweep"):
+            p.add_argument("--output", metavar="PATH",
+                           help="also write a JSON summary (run id, UI links, rows, claims)")
         if name == "run":
             p.add_argument("--resume", action="store_true",
                            help="continue the last run of this exact config from its "
@@ -85,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed reproduction")
     p.add_argument("--resume-or-start", action="store_true",
                    help="as --resume, but start afresh when there is nothing to resume")
+    p.add_argument("--output", metavar="PATH",
+                   help="also write a JSON summary (run id, UI links, rows, claims)")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("list", help="list workloads and shipped experiments")
     p.set_defaults(func=cmd_list)
@@ -170,6 +175,7 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     from orchestrator import runner
 
     cfg = load_experiment(args.config, args.overrides)
+    output = _check_out(Path(args.output), "--output") if getattr(args, "output", None) else None
     try:
         out = runner.execute(cfg, args.config, args.overrides, kind,
                              getattr(args, "resume", False) or getattr(args, "resume_or_start",
@@ -184,7 +190,23 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     if out.claims:
         console.print("[bold]the paper's claims[/bold] (claims.md in the parent run)")
         _print_table([_claim_row(c) for c in out.claims], wrap=True)
+    if output:
+        _write_summary(out, output)
     return 0
+
+
+def _write_summary(out, path: Path) -> None:
+    """The machine-readable twin of what the terminal shows."""
+    import json
+
+    from orchestrator.tracking import runs_url
+
+    summary = {"kind": out.kind, "workload": out.cfg.workload, "run_id": out.run_id,
+               "experiment_id": out.experiment_id,
+               "run_url": runs_url(out.experiment_id, out.run_id) if out.experiment_id else None,
+               "rows": out.rows, "claims": out.claims}
+    path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    console.print(f"wrote {path}")
 
 
 def _claim_row(c: dict) -> dict:
@@ -383,10 +405,10 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _check_out(out: Path) -> Path:
-    """Where the CSV goes must take a file, checked before the store is read."""
+def _check_out(out: Path, flag: str = "--out") -> Path:
+    """Where an output goes must take a file, checked before anything runs or is read."""
     if out.is_dir():
-        raise BadInput(f"--out {out}: is a folder; give a file path, e.g. {out / 'compare.csv'}")
+        raise BadInput(f"{flag} {out}: is a folder; give a file path, e.g. {out / 'out.json'}")
     if not out.parent.is_dir():
-        raise BadInput(f"--out {out}: folder {out.parent} does not exist; create it first")
+        raise BadInput(f"{flag} {out}: folder {out.parent} does not exist; create it first")
     return out

@@ -122,3 +122,10 @@ def test_keys_lists_every_knob_with_its_type_default_rules_and_help(capsys):
     assert keys["ray.address"]["type"] == "str | null" and keys["seed"]["default"] == 0
     assert cli.main(["keys", "deepfusin"]) == 2
     assert "did you mean 'deepfusion'" in capsys.readouterr().err
+
+
+def test_an_output_path_in_a_missing_folder_is_bad_input_before_anything_runs(workdir, capsys):
+    assert cli.main(["run", str(QUICKSTART), "--output", "nowhere/summary.json"]) == 2
+    assert "--output nowhere/summary.json: folder nowhere does not exist" in \
+        capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()

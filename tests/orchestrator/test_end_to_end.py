@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,13 @@ def _final(run) -> dict:
 
 
 def test_run_leaves_a_parent_with_one_child_per_mechanism(workdir, capsys):
-    assert main(["run", str(QUICKSTART), *SMALL]) == 0
+    assert main(["run", str(QUICKSTART), *SMALL, "--output", "summary.json"]) == 0
     assert "mlflow ui --backend-store-uri sqlite:///" in capsys.readouterr().out
     client, parents, children = _runs("e2e")
     (parent,) = parents
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["run_id"] == parent.info.run_id and summary["rows"]
+    assert summary["run_url"].endswith(f"/runs/{parent.info.run_id}")
     mechanisms = parent.data.params["aeria.mechanisms"]
     kids = children[parent.info.run_id]
     assert parent.info.status == "FINISHED"
