@@ -176,9 +176,9 @@ def run(cfg: Any, ctx: Any) -> list[dict[str, Any]]:
                            [r for r in cell_rows if r["mechanism"] == name])
             bar.advance()
     ctx.tracker.log_table(cell_rows, "cells.csv")
-    ctx.tracker.log_figure(plots.revenue_vs_users(summary), "revenue_vs_users.png")
+    ctx.tracker.log_figure(plots.revenue_vs_users(summary, a.num_seeds), "revenue_vs_users.png")
     ctx.tracker.log_figure(plots.competitive_ratio_bars(summary), "competitive_ratio.png")
-    ctx.tracker.log_figure(plots.served_vs_users(summary), "served_vs_users.png")
+    ctx.tracker.log_figure(plots.served_vs_users(summary, a.num_seeds), "served_vs_users.png")
     rows = [results_row(name, summary[name], [r for r in cell_rows if r["mechanism"] == name])
             for name in a.mechanisms]
     ctx.tracker.log_metrics({f"revenue_{r['mechanism']}": r["revenue_mean"] for r in rows})
