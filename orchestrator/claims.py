@@ -100,6 +100,41 @@ def markdown(table: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_summary(rows: Rows, reference: str = "") -> list[dict]:
+    """A multi-seed run's table with intervals: one row per (method, metric) with the mean over
+    seeds and its 95% interval and, when `reference` (the proposed method) is one of the
+    methods, the paired difference method - reference seed by seed, with its mean and interval.
+    The method column is the rows' first text column (method, mechanism, ...)."""
+    by = next((k for r in rows for k, v in r.items() if isinstance(v, str)), None)
+    if by is None:
+        return []
+    numeric = [k for k in dict.fromkeys(k for r in rows for k in r)
+               if k not in (by, "seed", "workload_seed")
+               and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
+                       for r in rows if k in r)]
+    value = {(r[by], r.get("seed"), k): float(r[k]) for r in rows for k in numeric if k in r}
+    out = []
+    for method in dict.fromkeys(r[by] for r in rows):
+        for k in numeric:
+            per_seed = {s: v for (m, s, kk), v in value.items() if m == method and kk == k}
+            finite = [v for v in per_seed.values() if math.isfinite(v)]
+            if not finite:
+                continue
+            mean, low, high = interval(finite)
+            row = {by: method, "metric": k, "seeds": len(finite), "mean": mean,
+                   "ci95_low": low, "ci95_high": high}
+            if reference and method != reference:
+                diffs = [v - value[reference, s, k] for s, v in per_seed.items()
+                         if (reference, s, k) in value and math.isfinite(v)
+                         and math.isfinite(value[reference, s, k])]
+                if diffs:
+                    d, dl, dh = interval(diffs)
+                    row.update({f"minus_{reference}": d, "diff_ci95_low": dl,
+                                "diff_ci95_high": dh})
+            out.append(row)
+    return out
+
+
 def _paired(metric: str, treatment: str, baseline: str, by: str, compare) -> Callable:
     def per_seed(rows: Rows) -> list[float]:
         value = {(r[by], r.get("seed")): float(r[metric]) for r in rows if metric in r}

@@ -64,6 +64,8 @@ def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
             rows = run_sweep(cfg, parent)
         parent.log_table(rows, "results.csv")
         claims = check_claims(workload, rows, parent) if kind == "run" else []
+        if kind == "run" and cfg.seeds > 1:
+            log_seed_summary(workload, rows, parent)
         parent.log_metrics({"wall_seconds": time.time() - started})
     return Outcome(kind, cfg, parent.run_id, rows, claims, parent.experiment_id)
 
@@ -100,6 +102,16 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
     parent.log_metrics({f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
     parent.set_tags({"best_trial": best["trial"]})
     return rows
+
+
+def log_seed_summary(workload: Any, rows: list[dict], parent: Any) -> None:
+    """`seeds_summary.csv` on the parent run: each method's metrics as mean and 95% interval
+    over seeds, and paired differences against the workload's proposed method."""
+    from orchestrator import claims
+
+    table = claims.seed_summary(rows, workload.reference)
+    if table:
+        parent.log_table(table, "seeds_summary.csv")
 
 
 def check_claims(workload: Any, rows: list[dict], parent: Any) -> list[dict]:

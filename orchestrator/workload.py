@@ -46,6 +46,7 @@ class Workload:
     resource_requests: Optional[Callable[[Any, str], Sequence["ResourceRequest"]]] = None
     description: str = ""
     claims: Sequence[Any] = ()  # orchestrator.claims.Claim: the paper's claims, checked per run
+    reference: str = ""  # the proposed method: a multi-seed run's summary pairs the rest with it
 
     def evaluate_batch(self, cfgs: Sequence[Any], ctx: "RunContext") -> list[Metrics]:
         """Metrics for each configuration: vectorised if the workload can, else one by one."""

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from orchestrator.claims import (Claim, check, interval, markdown, paired_difference,
-                                 relative_difference)
+                                 relative_difference, seed_summary)
 
 
 def claim(paper_value=0.2, higher=True, null=0.0):
@@ -57,3 +57,16 @@ def test_a_claim_that_cannot_be_computed_is_undetermined_and_never_fails_the_run
                           higher=False)], rows)
     assert row["verdict"].startswith("undetermined (ZeroDivisionError")
     assert "| n/a |" in markdown([row])
+
+
+def test_the_seed_summary_gives_each_methods_interval_and_its_paired_difference():
+    rows = [{"seed": s, "method": m, "loss": v, "note": 1.0}
+            for s, (a, b) in enumerate([(1.0, 3.0), (2.0, 3.5), (3.0, 5.5)])
+            for m, v in (("ours", a), ("base", b))]
+    table = {(r["method"], r["metric"]): r for r in seed_summary(rows, reference="ours")}
+    ours, base = table["ours", "loss"], table["base", "loss"]
+    assert ours["mean"] == 2.0 and ours["seeds"] == 3 and "minus_ours" not in ours
+    mean, low, high = interval([2.0, 1.5, 2.5])  # base - ours, seed by seed
+    assert (base["minus_ours"], base["diff_ci95_low"], base["diff_ci95_high"]) == \
+        pytest.approx((mean, low, high))
+    assert ("ours", "note") in table and len(table) == 4

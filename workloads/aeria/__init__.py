@@ -8,7 +8,7 @@ from workloads.aeria.workload import resource_requests, run, trial, trial_batch,
 
 WORKLOAD = Workload(
     name="aeria", config_cls=AeriaConfig, run=run, trial=trial, trial_batch=trial_batch,
-    trial_metrics=trial_metrics, resource_requests=resource_requests,
+    trial_metrics=trial_metrics, resource_requests=resource_requests, reference="aeria",
     description="edge-inference market: AERIA (consensus estimate + cost sharing) vs baselines")
 
 __all__ = ["WORKLOAD"]

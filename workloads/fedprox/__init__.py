@@ -13,5 +13,5 @@ CLAIMS = (Claim("FedProx's proximal term raises accuracy over FedAvg on heteroge
                 paired_difference("accuracy", "fedprox", "fedavg")),)
 
 WORKLOAD = Workload(name="fedprox", config_cls=FedProxConfig, run=run, trial=trial,
-                    trial_metrics=trial_metrics, claims=CLAIMS,
+                    trial_metrics=trial_metrics, claims=CLAIMS, reference="fedprox",
                     description="template: FedAvg vs FedProx on MNIST over simulated devices")

@@ -25,7 +25,7 @@ from workloads.prince.workload import resource_requests, run, trial, trial_metri
 
 WORKLOAD = Workload(
     name="prince", config_cls=PrinceConfig, run=run, trial=trial, trial_metrics=trial_metrics,
-    resource_requests=resource_requests,
+    resource_requests=resource_requests, reference="prince",
     description="multi-tenant split federated fine-tuning (ViT, BERT, Whisper, LLaMA) with "
                 "Stackelberg pricing (PRINCE) vs uniform, independent, random, biased, full")
 

@@ -3,6 +3,8 @@ discovery by folder, the typed config, a run with one MLflow child per method, e
 sweep with one child run per trial."""
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from orchestrator import registry
@@ -87,6 +89,12 @@ def test_reproduce_runs_every_seed_and_logs_the_claims_table_to_the_parent_run(w
     assert header.startswith("claim,paper,ours,ci95_low,ci95_high,seeds")
     assert ",2," in row and row.split(",")[-1] in ("reproduced", "same direction", "not reproduced")
     assert "the paper's claims" in capsys.readouterr().out
+    summary = MlflowClient(store()).download_artifacts(parent.info.run_id, "seeds_summary.csv",
+                                                      str(workdir))
+    rows = list(csv.DictReader(open(summary)))
+    fedavg = next(r for r in rows if r["method"] == "fedavg" and r["metric"] == "accuracy")
+    assert fedavg["seeds"] == "2" and float(fedavg["ci95_low"]) <= float(fedavg["mean"])
+    assert fedavg["minus_fedprox"] != ""  # paired with the proposed method, seed by seed
 
 
 def test_reproduce_of_a_workload_without_claims_is_one_error(capsys):
