@@ -104,29 +104,32 @@ def seed_summary(rows: Rows, reference: str = "") -> list[dict]:
     """A multi-seed run's table with intervals: one row per (method, metric) with the mean over
     seeds and its 95% interval and, when `reference` (the proposed method) is one of the
     methods, the paired difference method - reference seed by seed, with its mean and interval.
-    The method column is the rows' first text column (method, mechanism, ...)."""
-    by = next((k for r in rows for k, v in r.items() if isinstance(v, str)), None)
-    if by is None:
+    A method is the rows' text columns together (method, or method and tenant, or model and
+    task); the first of them names it, and `reference` replaces that one to find the pair."""
+    text = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, str)))
+    if not text:
         return []
     numeric = [k for k in dict.fromkeys(k for r in rows for k in r)
-               if k not in (by, "seed", "workload_seed")
+               if k not in (*text, "seed", "workload_seed")
                and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
                        for r in rows if k in r)]
-    value = {(r[by], r.get("seed"), k): float(r[k]) for r in rows for k in numeric if k in r}
+    group = lambda r: tuple(r.get(k) for k in text)  # noqa: E731
+    value = {(group(r), r.get("seed"), k): float(r[k]) for r in rows for k in numeric if k in r}
     out = []
-    for method in dict.fromkeys(r[by] for r in rows):
+    for g in dict.fromkeys(group(r) for r in rows):
+        ref = (reference, *g[1:])
         for k in numeric:
-            per_seed = {s: v for (m, s, kk), v in value.items() if m == method and kk == k}
+            per_seed = {s: v for (gg, s, kk), v in value.items() if gg == g and kk == k}
             finite = [v for v in per_seed.values() if math.isfinite(v)]
             if not finite:
                 continue
             mean, low, high = interval(finite)
-            row = {by: method, "metric": k, "seeds": len(finite), "mean": mean,
+            row = {**dict(zip(text, g)), "metric": k, "seeds": len(finite), "mean": mean,
                    "ci95_low": low, "ci95_high": high}
-            if reference and method != reference:
-                diffs = [v - value[reference, s, k] for s, v in per_seed.items()
-                         if (reference, s, k) in value and math.isfinite(v)
-                         and math.isfinite(value[reference, s, k])]
+            if reference and g != ref:
+                diffs = [v - value[ref, s, k] for s, v in per_seed.items()
+                         if (ref, s, k) in value and math.isfinite(v)
+                         and math.isfinite(value[ref, s, k])]
                 if diffs:
                     d, dl, dh = interval(diffs)
                     row.update({f"minus_{reference}": d, "diff_ci95_low": dl,

@@ -195,17 +195,31 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
+def _json(obj) -> str:
+    """Strict JSON (jq and browsers reject NaN and Infinity): non-finite numbers become null."""
+    import json
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), indent=1, default=str, allow_nan=False)
+
+
 def _write_summary(out, path: Path) -> None:
     """The machine-readable twin of what the terminal shows."""
-    import json
-
     from orchestrator.tracking import runs_url
 
     summary = {"kind": out.kind, "workload": out.cfg.workload, "run_id": out.run_id,
                "experiment_id": out.experiment_id,
                "run_url": runs_url(out.experiment_id, out.run_id) if out.experiment_id else None,
                "rows": out.rows, "claims": out.claims}
-    path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    path.write_text(_json(summary) + "\n")
     console.print(f"wrote {path}")
 
 
@@ -338,8 +352,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    import json
-
     from orchestrator import registry
     from orchestrator.config import experiment_schema, schema_keys
     from orchestrator.tracking import rows_to_csv
@@ -352,15 +364,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(rows_to_csv(rows), end="")
     elif args.format == "json":
-        print(json.dumps(rows, indent=1, default=str))
+        print(_json(rows))
     else:
         print(_markdown(rows))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
     from orchestrator.tracking import pick_parent_children, rows_to_csv, tracking_uri
 
     uri = args.tracking_uri or tracking_uri("sqlite:///mlflow.db")
@@ -383,7 +393,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(rows_to_csv(rows), end="")
     elif args.format == "json":
-        print(json.dumps({"parent": parent, "children": rows}, indent=1, default=str))
+        print(_json({"parent": parent, "children": rows}))
     else:
         print(_markdown(rows))
     out.write_text(rows_to_csv(rows))

@@ -8,12 +8,15 @@ claims (`claims.csv`/`claims.md`) when the workload declares them.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,7 +112,11 @@ def log_seed_summary(workload: Any, rows: list[dict], parent: Any) -> None:
     over seeds, and paired differences against the workload's proposed method."""
     from orchestrator import claims
 
-    table = claims.seed_summary(rows, workload.reference)
+    try:
+        table = claims.seed_summary(rows, workload.reference)
+    except (KeyError, TypeError, ValueError) as err:  # a summary never fails a finished run
+        log.warning("no seeds_summary.csv: %s: %s", type(err).__name__, err)
+        return
     if table:
         parent.log_table(table, "seeds_summary.csv")
 

@@ -215,11 +215,11 @@ class RunTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_figure(self, fig: Any, name: str) -> None:
-        """`name` (a .png) at 200 dpi for the UI, and the same figure as vector SVG beside it
-        (`<stem>.svg`) for a paper."""
+        """`name` as `<stem>.png` at 200 dpi for the UI, and the same figure as vector SVG beside
+        it (`<stem>.svg`) for a paper."""
         import matplotlib.pyplot as plt
 
-        stem = name[:-len(".png")] if name.endswith(".png") else name
+        stem = str(Path(name).with_suffix(""))
         with tempfile.TemporaryDirectory() as tmp:
             for path, kw in ((Path(tmp) / Path(f"{stem}.png").name, {"dpi": 200}),
                              (Path(tmp) / Path(f"{stem}.svg").name, {})):
@@ -534,10 +534,10 @@ def _pick(client: Any, uri: str, experiment: str, run_id: str | None, status: st
                            f"`compare {experiment} --status any` shows the latest")
         newer = []
     else:
-        query = " and ".join([f"tags.`{ROLE_TAG}` = 'parent'",
-                              *(f"tags.`{k}` = '{v}'" for k, v in tags.items())])
-        runs = client.search_runs([exp.experiment_id], query,
+        runs = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'",
                                   order_by=["attributes.start_time DESC"], max_results=1000)
+        # tags compared here, not in MLflow's filter: a value holds quotes and brackets
+        runs = [r for r in runs if all(r.data.tags.get(k) == v for k, v in tags.items())]
         if not runs:
             raise BadInput(f"experiment '{experiment}' has no parent run yet"
                            + (f" with tags {tags}" if tags else ""))

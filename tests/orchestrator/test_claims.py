@@ -70,3 +70,12 @@ def test_the_seed_summary_gives_each_methods_interval_and_its_paired_difference(
     assert (base["minus_ours"], base["diff_ci95_low"], base["diff_ci95_high"]) == \
         pytest.approx((mean, low, high))
     assert ("ours", "note") in table and len(table) == 4
+
+
+def test_rows_per_method_and_tenant_are_summarised_apart_and_paired_tenant_by_tenant():
+    rows = [{"seed": s, "method": m, "tenant": t, "time": v}
+            for s in (0, 1) for m, t, v in (("ours", "a", 1.0 + s), ("ours", "b", 100.0 + s),
+                                            ("base", "a", 3.0 + s), ("base", "b", 90.0 + s))]
+    table = {(r["method"], r["tenant"]): r for r in seed_summary(rows, reference="ours")}
+    assert table["ours", "b"]["mean"] == 100.5 and table["ours", "a"]["mean"] == 1.5
+    assert table["base", "a"]["minus_ours"] == 2.0 and table["base", "b"]["minus_ours"] == -10.0

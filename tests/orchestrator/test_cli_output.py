@@ -51,8 +51,22 @@ def test_compare_picks_a_parent_by_id_status_or_tag(workdir, capsys):
     assert json.loads(capsys.readouterr().out)["parent"]["run_id"] == ids[1]
     assert _compare("--tag", "orchestrator.overrides=seed=0", "--format", "json") == 0
     assert json.loads(capsys.readouterr().out)["parent"]["run_id"] == ids[0]
+    assert _compare("--tag", "mlflow.note.content=Made by `orchestrator run "
+                    f"{QUICKSTART} seed=2`", "--format", "json") == 0  # quotes, brackets: as is
+    assert json.loads(capsys.readouterr().out)["parent"]["run_id"] == ids[2]
     assert _compare("--run-id", "nope") == 2
     assert "--run-id nope: no parent run" in capsys.readouterr().err
+
+
+def test_json_output_is_strict_json_with_null_for_nan_and_infinity(workdir, capsys):
+    cfg = load_experiment(QUICKSTART, ["mlflow.experiment=unit"])
+    with parent_run(cfg, str(QUICKSTART), "run") as parent:
+        with parent.child("odd") as child:
+            child.log_metrics({"gap": float("nan"), "ok": 1.0})  # MLflow stores inf as max
+    assert _compare("--format", "json") == 0
+    (row,) = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)["children"]
+    assert row["gap"] is None and row["ok"] == 1.0
+    assert cli._json({"x": float("inf")}) == '{\n "x": null\n}'
 
 
 def test_compare_markdown_is_a_table_with_every_child(workdir, capsys):

@@ -47,6 +47,23 @@ def test_merge_averages_each_expert_over_the_devices_that_trained_it():
     assert torch.all(moe.model.layers[0].mlp.gate.weight[1] == 2.0)
 
 
+def _merge_by_definition(global_state, states, ids, weights):
+    """FedJETS' merge written out: shared weights FedAvg'd over every device; each expert row
+    averaged over the devices that trained it, others left as they were."""
+    out = {}
+    for k, g in global_state.items():
+        if k.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj", "mlp.gate.weight")):
+            rows = g.clone()
+            for e in range(g.shape[0]):
+                held = [(w, sd[k][i.index(e)]) for sd, i, w in zip(states, ids, weights) if e in i]
+                if held:
+                    rows[e] = sum(w * r for w, r in held) / sum(w for w, _ in held)
+            out[k] = rows
+        else:
+            out[k] = sum(w * sd[k] for sd, w in zip(states, weights)) / sum(weights)
+    return out
+
+
 def test_sums_folded_on_two_actors_give_the_merge_of_all_compact_moes():
     moe, ids, weights = _moe(), [[0, 1], [1, 2], [3, 1]], [1.0, 2.0, 0.5]
     compacts = [compact_moe(moe, i) for i in ids]
@@ -60,9 +77,12 @@ def test_sums_folded_on_two_actors_give_the_merge_of_all_compact_moes():
     sums = ExpertMergeSums(num_experts(moe.config))
     total = sums.combine([sums.partial(updates[:2]), sums.partial(updates[2:]), None])
     streamed = ExpertMergeSums.merged_state(moe.state_dict(), total)
+    expected = _merge_by_definition(moe.state_dict(), [c.state_dict() for c in compacts], ids,
+                                    weights)
     merge_compact_moes(moe, compacts, ids, weights)
     for k, v in moe.state_dict().items():
-        torch.testing.assert_close(streamed[k], v, msg=k)
+        torch.testing.assert_close(streamed[k], expected[k], msg=k)
+        torch.testing.assert_close(v, expected[k], msg=k)
     assert sums.combine([None, sums.partial([])]) is None
 
 
