@@ -63,8 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, text in (("run", cmd_run, "run an experiment"),
                              ("sweep", cmd_sweep, "run the config's Ray Tune sweep"),
                              ("validate", cmd_validate, "validate a config and exit")):
-        p = sub.add_parser(name, help=text)
         example = "sweep.yaml" if name == "sweep" else "quickstart.yaml"
+        p = sub.add_parser(name, help=text, description=text, epilog=(
+            f"example:\n  orchestrator {name} experiments/aeria/{example} seed=3\n"
+            "every key an override can set, with its type, default and help:\n"
+            "  orchestrator keys WORKLOAD"), formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("config", help=f"experiment YAML, e.g. experiments/aeria/{example}")
         p.add_argument("overrides", nargs="*",
                        help="OmegaConf dotlist, e.g. aeria.user_counts=[500,5000] seed=3")
