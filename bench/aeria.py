@@ -4,8 +4,9 @@
     python3 bench/aeria.py --quick         # smaller sweep, for a smoke test
 
 Prints, measured side by side in one run (this machine is noisy; compare ratios, not seconds):
-1. seconds for one AERIA auction (and for drawing the market) at 1,000 / 10,000 / 100,000
-   bidders; target: under 1 s at 100,000.
+1. seconds for one AERIA auction with edge capacity and the joint choice of configuration (and
+   for drawing the market) at 1,000 / 10,000 / 100,000 bidders of one service, who overload its
+   one edge server about 3x / 35x / 350x; target: under 1 s at 100,000.
 2. configurations per second of `orchestrator sweep` with batched trials (sweep.batch_size) against
    naive one-configuration-per-Tune-trial sweeps, through the real CLI, Ray Tune and MLflow;
    target: 10,000 configurations in under 60 s on 2 cores.
@@ -30,8 +31,9 @@ sys.path.insert(0, str(REPO))
 from orchestrator.cli import main as cli  # noqa: E402
 from orchestrator.config import RayConfig, load_experiment  # noqa: E402
 from orchestrator.runtime import start_local_ray  # noqa: E402
+from workloads.aeria.allocation import aeria_with_capacity, run_mechanism  # noqa: E402
 from workloads.aeria.market import generate_market  # noqa: E402
-from workloads.aeria.mechanisms import aeria, run_mechanism  # noqa: E402
+from workloads.aeria.properties import offered_load  # noqa: E402
 from workloads.aeria.profiles import load_profiles  # noqa: E402
 from workloads.aeria.workload import mechanism_params  # noqa: E402
 
@@ -39,26 +41,33 @@ SWEEP = REPO / "experiments" / "aeria" / "sweep.yaml"
 
 
 def time_auctions(sizes: list[int], repeats: int = 5) -> list[dict]:
-    """Median seconds of one AERIA auction among exactly n bidders (one service), of drawing an
-    n-user market over all four services, and of AERIA over that whole market."""
+    """Median seconds of one AERIA auction among exactly n bidders of one service (items
+    included: they are computed once per market), of drawing an n-user market over all four
+    services, and of AERIA over that whole market."""
     cfg = load_experiment(SWEEP).aeria
-    profiles = list(load_profiles(cfg.profiles_path()).values())
+    table = load_profiles(cfg.profiles_path())
+    profiles = list(table.values())
+    params = mechanism_params(cfg)
     rows = []
     for n in sizes:
-        market = generate_market(profiles, n * 3, np.random.default_rng(0), cfg.values,
+        market = generate_market([table["resnet"]], n * 3, np.random.default_rng(0), cfg.values,
                                  cfg.users, cfg.edge)
         ok = np.flatnonzero(market.feasible)[:n]            # exactly n bidders that can be served
-        net, cost = market.bid[ok] - market.cost[ok], market.cost[ok]
-        auction = _median_seconds(lambda r: aeria(net, cfg.consensus_base, r, cfg.reserve_price,
-                                                  cost), repeats)
+        one = market.take(ok)
+        bids = one.bid
+
+        def auction_once(r):
+            items = one.take(np.arange(n)).items(0, np.arange(n))   # a fresh market: no cache
+            return aeria_with_capacity(bids, items, 1.0, params, r)
+        auction = _median_seconds(auction_once, repeats)
         draw = _median_seconds(lambda r: generate_market(profiles, n, r, cfg.values, cfg.users,
                                                          cfg.edge), repeats)
         full = generate_market(profiles, n, np.random.default_rng(1), cfg.values, cfg.users,
                                cfg.edge)
-        params = mechanism_params(cfg)
-        whole = _median_seconds(lambda r: run_mechanism("aeria", full, params, r), repeats)
+        whole = _median_seconds(lambda r: run_mechanism("aeria", full.take(np.arange(n)),
+                                                        params, r), repeats)
         rows.append({"bidders": n, "auction_s": auction, "market_draw_s": draw,
-                     "market_auction_s": whole})
+                     "market_auction_s": whole, "load": offered_load(one)})
     return rows
 
 
@@ -96,7 +105,8 @@ def main() -> None:
 
     print("== one auction (AERIA, one service) ==")
     for row in time_auctions([1_000, 10_000, 100_000]):
-        print(f"{row['bidders']:>8,d} bidders: one auction {row['auction_s']:.4f} s | "
+        print(f"{row['bidders']:>8,d} bidders (load {row['load']:.2g}x): one auction "
+              f"{row['auction_s']:.4f} s | "
               f"{row['bidders']:,d}-user market: draw {row['market_draw_s']:.4f} s, "
               f"AERIA over its 4 services {row['market_auction_s']:.4f} s")
 

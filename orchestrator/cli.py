@@ -250,10 +250,36 @@ def _best_trials(rows: list[dict], cfg, top: int = 10) -> list[dict]:
     return [{k: r.get(k) for k in keys} for r in ranked(rows, cfg.sweep.metric, cfg.sweep.mode)[:top]]
 
 
+def _seed_means(rows: list[dict]) -> list[dict]:
+    """Rows of several seeds as one row per method (the rows' text columns): the mean of each
+    number over seeds. Rows of one seed come back unchanged."""
+    seeds = {r.get("seed") for r in rows}
+    if len(seeds) < 2:
+        return rows
+    text = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, str)))
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in text), []).append(r)
+    out = []
+    for key, members in groups.items():
+        row = dict(zip(text, key))
+        for k in dict.fromkeys(k for r in members for k in r):
+            values = [r[k] for r in members if isinstance(r.get(k), (int, float))
+                      and not isinstance(r.get(k), bool)]
+            if k not in row and k not in ("seed", "workload_seed") and values:
+                row[k] = sum(values) / len(values)
+        out.append({**row, "seeds": len(members)})
+    return out
+
+
 def _print_summary(rows: list[dict], cfg, out) -> None:
     from orchestrator.tracking import runs_url, ui_command
 
-    _print_table(rows[:50])
+    means = _seed_means(rows)
+    if means is not rows:
+        console.print(f"mean over {len({r.get('seed') for r in rows})} seeds (each seed: "
+                      "results.csv; 95% intervals: seeds_summary.csv in the parent run)")
+    _print_table(means[:50])
     console.print(f"MLflow run {out.run_id} in experiment "
                   f"'{cfg.mlflow.experiment or cfg.workload}'. Open the UI with:")
     console.print(f"  {ui_command(cfg.mlflow.tracking_uri)}", highlight=False, soft_wrap=True)

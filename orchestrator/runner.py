@@ -67,7 +67,7 @@ def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
             rows = run_sweep(cfg, parent)
         parent.log_table(rows, "results.csv")
         claims = check_claims(workload, rows, parent) if kind == "run" else []
-        if kind == "run" and cfg.seeds > 1:
+        if kind == "run" and len({r.get("seed") for r in rows}) > 1:  # seeds, or markets
             log_seed_summary(workload, rows, parent)
         parent.log_metrics({"wall_seconds": time.time() - started})
     return Outcome(kind, cfg, parent.run_id, rows, claims, parent.experiment_id)

@@ -7,7 +7,7 @@
         aeria.reserve_price:  {uniform: [0.0, 2.0]}
         aeria.edge.eip_price_per_gflop: {loguniform: [1.0e-3, 1.0]}
         aeria.num_users:      {randint: [200, 2000]}       # both ends included
-        aeria: {fixed_price: {grid: [1.0, 2.0]}}         # nested keys work too
+        aeria: {posted_price: {grid: [1.0, 2.0]}}        # nested keys work too
 
 On the command line: `sweep.params.aeria.reserve_price="{uniform: [0, 1]}"`.
 

@@ -57,8 +57,11 @@ class UserConfig:
 class EdgeConfig:
     """The edge infrastructure provider (EIP): its server and its tariff to the ASP."""
 
-    speed_gflops: float = knob(1000.0, "edge server speed F_edge (GFLOP/s)", gt=0)
-    phi_max: float = knob(0.02, "largest share of the edge server one user may get", gt=0, le=1)
+    speed_gflops: float = knob(1000.0, "edge server speed F_edge (GFLOP/s), one per service "
+                                       "provider", gt=0)
+    link_mbps: float = knob(1000.0, "the edge server's uplink capacity (Mbit/s)", gt=0)
+    phi_max: float = knob(0.02, "largest share of the edge server or link one user may get",
+                          gt=0, le=1)
     eip_base_cost: float = knob(0.1, "EIP charge per served request", ge=0)
     eip_price_per_gflop: float = knob(25.0, "EIP charge per GFLOP run on the edge", ge=0)
 
@@ -67,7 +70,8 @@ class EdgeConfig:
 class AeriaConfig:
     """The aeria workload: a multi-service edge-inference market and the auctions that price it."""
 
-    num_users: int = knob(1000, "users in the market of one sweep trial", ge=2)
+    num_users: int = knob(1000, "users in the market of one sweep trial and of the arrivals "
+                                "simulation", ge=2)
     user_counts: list[int] = knob([200, 1000, 5000], "market sizes `run` compares (x axis)", ge=2)
     num_seeds: int = knob(3, "markets drawn per user count (error bars)", ge=1)
     services: list[str] = knob([], "DNN services offered; empty: every DNN in the profiles")
@@ -79,13 +83,23 @@ class AeriaConfig:
     users: UserConfig = knob(factory=UserConfig)
     edge: EdgeConfig = knob(factory=EdgeConfig)
     consensus_base: float = knob(2.0, "base c of the consensus grid r_c (aeria, core)", gt=1)
-    reserve_price: float = knob(0.0, "minimum markup over cost (aeria, core, cost_share)", ge=0)
+    capacity_grid_base: float = knob(1.25, "base of AERIA's capacity-price grid", gt=1)
+    reserve_price: float = knob(0.0, "minimum markup over cost (every auction)", ge=0)
     cost_share_target: float = knob(0.25, "cost_share extracts R = target x median value x "
                                           "bidders of the service", ge=0)
-    fixed_price: float = knob(0.0, "posted price of fixed_price; 0: the median value", ge=0)
-    vcg_capacity: int = knob(100, "winners per service of vcg_capacity", ge=1)
+    posted_price: float = knob(2.0, "price of posted_price (uninformed: tune it like any knob)",
+                               gt=0)
     cost_plus_margin: float = knob(0.2, "markup fraction of cost_plus over Edgent's cost", ge=0)
-    check_properties: bool = knob(True, "run the truthfulness / envy-freeness checks in `run`")
+    tune_samples: int = knob(0, "`run` first tunes every mechanism's knobs: this many random "
+                                "settings each (the same budget for all), scored by revenue on "
+                                "markets of their own seeds; 0: use the knobs as given", ge=0)
+    tune_seeds: int = knob(3, "markets per user count the tuning scores each setting on", ge=1)
+    arrival_windows: int = knob(0, "simulate users arriving over this many time windows "
+                                   "(num_users in all; 0: no simulation)", ge=0)
+    max_job_windows: int = knob(3, "a served job holds its edge share for 1..this many "
+                                   "windows", ge=1)
+    check_properties: bool = knob(True, "run the truthfulness / envy-freeness checks in `run` "
+                                        "(on the first market of each user count)")
     property_users: int = knob(400, "users of a random sub-market the checks run on", ge=2)
     property_probes: int = knob(6, "users per service whose misreports are tried", ge=1)
 

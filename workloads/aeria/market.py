@@ -8,12 +8,20 @@ the head, nothing is sent and no edge share is needed [OURS].
 
     t_u(e, p) = dev_flops/f_u + bytes*8/B_u + edge_flops/(phi*F_edge)          # latency model
     feasible  <=>  acc(e) >= A_u  and  t_u <= L_u with  phi = phi_min <= phi_max
+                   and the uplink load lambda <= phi_max
     c_u = eip_base_cost + eip_price_per_gflop * edge_GFLOPs                     # EIP cost
 
-AERIA's choice is the cheapest feasible configuration (tie: lower latency at phi_max), the share
-allocated is the minimal phi_min meeting the deadline [OURS]. Edgent's choice (for the cost-plus
-baseline) maximises accuracy (tie: lower latency at phi_max). Everything is vectorised over
-users x configurations; the only Python loop is over the (few) services.
+Capacity [OURS]: each service provider runs one edge server of `edge.speed_gflops` behind a link
+of `edge.link_mbps`. A served user holds its compute share phi_min for its session and streams one
+request per deadline period, so it loads the link with lambda = 8*bytes/L_u / link_mbps. Its
+*size* is its dominant share max(phi_min, lambda) (as in Dominant Resource Fairness): a set of
+users whose sizes sum to at most 1 fits both resources. `Items` holds every (user, configuration)
+pair of one service: cost, size, accuracy and latency; a mechanism picks one item per user.
+
+The market's own fields describe the configuration at capacity price 0: the cheapest feasible one
+(tie: smaller size, then lower latency), the allocated share phi_min. Edgent's choice (the
+cost-plus baseline) maximises accuracy (tie: smaller size, then lower cost). Everything is vectorised
+over users x configurations; the only Python loop is over the (few) services.
 """
 from __future__ import annotations
 
@@ -60,29 +68,77 @@ def configurations(profile: DnnProfile) -> ConfigTable:
 
 
 @dataclass(frozen=True)
+class Items:
+    """Every (user, configuration) pair of one service's users: what serving it takes and costs."""
+
+    cost: np.ndarray      # (K,) EIP charge of each configuration
+    size: np.ndarray      # (n, K) dominant share max(phi_min, lambda); inf where infeasible
+    share: np.ndarray     # (n, K) compute share phi_min (0 on device)
+    accuracy: np.ndarray  # (K,) acc(e)
+    latency: np.ndarray   # (n, K) latency at phi_min (ms)
+
+    def take(self, rows: np.ndarray) -> "Items":
+        return Items(self.cost, self.size[rows], self.share[rows], self.accuracy,
+                     self.latency[rows])
+
+    def __post_init__(self):
+        finite = np.isfinite(self.size)
+        object.__setattr__(self, "_base", np.where(finite, self.cost[None, :], np.inf))
+        object.__setattr__(self, "_finite_size", np.where(finite, self.size, 0.0))
+
+    def cheapest(self, mu: float | np.ndarray = 0.0) -> np.ndarray:
+        """Each user's item minimising cost + mu * size (mu: one capacity price, or one per
+        user); ties go to the smaller size, then the lower latency. A higher mu never picks a
+        larger item (add the two optimality inequalities), which keeps capacity prices
+        monotone. Users with no feasible item get index 0 (their size there is inf)."""
+        mu = np.asarray(mu, float)
+        price = self._base + (mu[:, None] if mu.ndim else mu) * self._finite_size
+        candidates = price == price.min(axis=1, keepdims=True)
+        k = np.argmax(candidates, axis=1)
+        tied = np.flatnonzero(candidates.sum(axis=1) > 1)    # on-device items tie often
+        if tied.size:
+            k[tied] = _lexargmin(price[tied], self.size[tied], self.latency[tied])
+        return k
+
+    def pick(self, k: np.ndarray) -> dict[str, np.ndarray]:
+        """The cost, size, share, accuracy and latency of item k[i] of each user i."""
+        rows = np.arange(k.size)
+        return {"cost": self.cost[k], "size": self.size[rows, k], "share": self.share[rows, k],
+                "accuracy": self.accuracy[k], "latency": self.latency[rows, k]}
+
+
+@dataclass(frozen=True)
 class Market:
-    """One drawn market: per-user arrays (index = user)."""
+    """One drawn market: per-user arrays (index = user) and the services' configuration tables."""
 
     services: tuple[str, ...]   # service index -> DNN name
+    tables: tuple               # service index -> ConfigTable
+    edge: EdgeConfig
     service: np.ndarray         # (n,) int
     value: np.ndarray           # private value v_u
     bid: np.ndarray             # reported bid b_u (= value: truthful reports)
-    accuracy_floor: np.ndarray  # A_u
-    deadline_ms: np.ndarray     # L_u
+    accuracy_floor: np.ndarray  # reported A_u
+    deadline_ms: np.ndarray     # reported L_u
     device_gflops: np.ndarray   # f_u
     bandwidth_mbps: np.ndarray  # B_u
-    feasible: np.ndarray        # bool: some configuration meets A_u and L_u
-    cost: np.ndarray            # EIP cost at AERIA's cheapest feasible config (inf if infeasible)
-    exit: np.ndarray            # chosen exit (-1 if infeasible)
-    partition: np.ndarray       # chosen partition point (-1 if infeasible)
-    share: np.ndarray           # allocated edge share phi_min (0 on device, nan if infeasible)
-    accuracy: np.ndarray        # acc at the chosen config (nan if infeasible)
-    latency_ms: np.ndarray      # latency at the allocated share (nan if infeasible)
+    feasible: np.ndarray        # bool: some configuration meets A_u and L_u within the caps
+    cost: np.ndarray            # EIP cost at the cheapest feasible config (inf if infeasible)
+    size: np.ndarray            # its dominant share (inf if infeasible)
+    exit: np.ndarray            # its exit (-1 if infeasible)
+    partition: np.ndarray       # its partition point (-1 if infeasible)
+    share: np.ndarray           # its compute share phi_min (0 on device, nan if infeasible)
+    accuracy: np.ndarray        # its accuracy (nan if infeasible)
+    latency_ms: np.ndarray      # its latency at phi_min (nan if infeasible)
     edgent_cost: np.ndarray     # EIP cost at Edgent's max-accuracy config (inf if infeasible)
+    edgent_size: np.ndarray     # its dominant share
     edgent_accuracy: np.ndarray
+    # Items per (service, users): mechanisms and sweep settings on one market share them
+    _items: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    _NOT_PER_USER = ("services", "tables", "edge", "_items")
 
     @property
-    def size(self) -> int:
+    def num_users(self) -> int:
         return int(self.service.size)
 
     @property
@@ -92,11 +148,33 @@ class Market:
     def take(self, idx: np.ndarray) -> "Market":
         """The sub-market of users `idx` (same services)."""
         arrays = {f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)
-                  if f.name != "services"}
-        return dataclasses.replace(self, **arrays)
+                  if f.name not in self._NOT_PER_USER}
+        return dataclasses.replace(self, **arrays, _items={})
 
     def with_bids(self, bids: np.ndarray) -> "Market":
-        return dataclasses.replace(self, bid=np.asarray(bids, dtype=float))
+        return dataclasses.replace(self, bid=np.asarray(bids, dtype=float), _items={})
+
+    def reported(self, user: int, **reports: float) -> "Market":
+        """The market after `user` reports another bid, accuracy_floor or deadline_ms (its true
+        value is unchanged); the configuration fields are recomputed from the reports."""
+        fields = {}
+        for key, value in reports.items():
+            arr = getattr(self, key).copy()
+            arr[user] = value
+            fields[key] = arr
+        m = dataclasses.replace(self, **fields, _items={})
+        return dataclasses.replace(m, **choose_configurations(
+            m.tables, m.service, m.accuracy_floor, m.deadline_ms, m.device_gflops,
+            m.bandwidth_mbps, m.edge))
+
+    def items(self, s: int, users: np.ndarray) -> Items:
+        """The items of `users` (all of service s) from their reported types (computed once)."""
+        key = (s, users.tobytes())
+        if key not in self._items:
+            self._items[key] = service_items(
+                self.tables[s], self.accuracy_floor[users], self.deadline_ms[users],
+                self.device_gflops[users], self.bandwidth_mbps[users], self.edge)
+        return self._items[key]
 
 
 # --------------------------------------------------------------------------- drawing users
@@ -134,35 +212,16 @@ def generate_market(profiles: Sequence[DnnProfile], num_users: int, rng: np.rand
     deadline = _spread(users.deadline_ms_low, users.deadline_ms_high, n, users.spread, rng)
     speed = _spread(users.device_gflops_low, users.device_gflops_high, n, users.spread, rng)
     bandwidth = _spread(users.bandwidth_mbps_low, users.bandwidth_mbps_high, n, users.spread, rng)
-    chosen = choose_configurations([configurations(pr) for pr in profiles], service, floor,
-                                   deadline, speed, bandwidth, edge)
-    return Market(services=tuple(pr.name for pr in profiles), service=service, value=value,
-                  bid=value.copy(), accuracy_floor=floor, deadline_ms=deadline,
-                  device_gflops=speed, bandwidth_mbps=bandwidth, **chosen)
+    tables = tuple(configurations(pr) for pr in profiles)
+    chosen = choose_configurations(tables, service, floor, deadline, speed, bandwidth, edge)
+    return Market(services=tuple(pr.name for pr in profiles), tables=tables, edge=edge,
+                  service=service, value=value, bid=value.copy(), accuracy_floor=floor,
+                  deadline_ms=deadline, device_gflops=speed, bandwidth_mbps=bandwidth, **chosen)
 
 
 # --------------------------------------------------------------------------- configurations
-def choose_configurations(tables: Sequence[ConfigTable], service: np.ndarray, floor: np.ndarray,
-                          deadline: np.ndarray, speed: np.ndarray, bandwidth: np.ndarray,
-                          edge: EdgeConfig) -> dict[str, np.ndarray]:
-    """AERIA's and Edgent's configuration of every user: the Market fields after the user draws."""
-    n = service.size
-    out = {"feasible": np.zeros(n, bool), "cost": np.full(n, np.inf), "exit": np.full(n, -1),
-           "partition": np.full(n, -1), "share": np.full(n, np.nan),
-           "accuracy": np.full(n, np.nan), "latency_ms": np.full(n, np.nan),
-           "edgent_cost": np.full(n, np.inf), "edgent_accuracy": np.full(n, np.nan)}
-    for s, table in enumerate(tables):
-        idx = np.flatnonzero(service == s)
-        if idx.size:
-            for key, val in _choose_for_service(table, floor[idx], deadline[idx], speed[idx],
-                                                bandwidth[idx], edge).items():
-                out[key][idx] = val
-    return out
-
-
-def _choose_for_service(t: ConfigTable, floor, deadline, speed, bandwidth,
-                        edge: EdgeConfig) -> dict[str, np.ndarray]:
-    """Feasibility, share and cost of each (user, config) of one service, then both choices."""
+def service_items(t: ConfigTable, floor, deadline, speed, bandwidth, edge: EdgeConfig) -> Items:
+    """Feasibility, minimal share, link load, size and latency of each (user, config)."""
     fixed = (t.device_flops[None, :] * _MS_PER_FLOP_AT_1GFLOPS / speed[:, None]
              + t.sent_bytes[None, :] * 8 * _MS_PER_BIT_AT_1MBPS / bandwidth[:, None])
     slack = deadline[:, None] - fixed
@@ -170,26 +229,64 @@ def _choose_for_service(t: ConfigTable, floor, deadline, speed, bandwidth,
     on_device = t.edge_flops[None, :] == 0
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(on_device, 0.0, np.where(slack > 0, edge_ms_at_full / slack, np.inf))
-    ok = (t.accuracy[None, :] >= floor[:, None]) & np.where(on_device, slack >= 0,
-                                                            share <= edge.phi_max)
-    cost = edge.eip_base_cost + edge.eip_price_per_gflop * t.edge_flops / 1e9   # (K,)
-    best_latency = fixed + edge_ms_at_full / edge.phi_max                       # tie-breaker
-    cheap = _lexargmin(np.where(ok, cost[None, :], np.inf), best_latency)
-    accurate = _lexargmin(np.where(ok, -t.accuracy[None, :], np.inf), best_latency)
-    rows, feasible = np.arange(ok.shape[0]), ok.any(axis=1)
-    phi = share[rows, cheap]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        latency = fixed[rows, cheap] + np.where(phi > 0, edge_ms_at_full[0, cheap] / phi, 0.0)
+        link = t.sent_bytes[None, :] * 8 * _MS_PER_BIT_AT_1MBPS / edge.link_mbps \
+            / deadline[:, None]
+        latency = fixed + np.where(on_device, 0.0, edge_ms_at_full / share)
+    ok = (t.accuracy[None, :] >= floor[:, None]) & np.where(
+        on_device, slack >= 0, (share <= edge.phi_max) & (link <= edge.phi_max))
+    size = np.where(ok, np.maximum(share, link), np.inf)
+    cost = edge.eip_base_cost + edge.eip_price_per_gflop * t.edge_flops / 1e9
+    return Items(cost=cost, size=size, share=np.where(ok, share, np.nan), accuracy=t.accuracy,
+                 latency=np.where(ok, latency, np.nan))
+
+
+def choose_configurations(tables: Sequence[ConfigTable], service: np.ndarray, floor: np.ndarray,
+                          deadline: np.ndarray, speed: np.ndarray, bandwidth: np.ndarray,
+                          edge: EdgeConfig) -> dict[str, np.ndarray]:
+    """The cheapest and Edgent's configuration of every user: the Market fields after the draws."""
+    n = service.size
+    out = {"feasible": np.zeros(n, bool), "cost": np.full(n, np.inf), "size": np.full(n, np.inf),
+           "exit": np.full(n, -1), "partition": np.full(n, -1), "share": np.full(n, np.nan),
+           "accuracy": np.full(n, np.nan), "latency_ms": np.full(n, np.nan),
+           "edgent_cost": np.full(n, np.inf), "edgent_size": np.full(n, np.inf),
+           "edgent_accuracy": np.full(n, np.nan)}
+    for s, table in enumerate(tables):
+        idx = np.flatnonzero(service == s)
+        if idx.size:
+            items = service_items(table, floor[idx], deadline[idx], speed[idx], bandwidth[idx],
+                                  edge)
+            for key, val in _choose_for_service(table, items).items():
+                out[key][idx] = val
+    return out
+
+
+def _choose_for_service(t: ConfigTable, items: Items) -> dict[str, np.ndarray]:
+    feasible = np.isfinite(items.size).any(axis=1)
+    cheap, rows = items.cheapest(0.0), np.arange(feasible.size)
+    accurate = most_accurate(items)
     pick = lambda a: np.where(feasible, a, np.nan)  # noqa: E731
-    return {"feasible": feasible, "cost": np.where(feasible, cost[cheap], np.inf),
+    chosen = items.pick(cheap)
+    return {"feasible": feasible, "cost": np.where(feasible, chosen["cost"], np.inf),
+            "size": np.where(feasible, chosen["size"], np.inf),
             "exit": np.where(feasible, t.exit[cheap], -1),
             "partition": np.where(feasible, t.partition[cheap], -1),
-            "share": pick(phi), "accuracy": pick(t.accuracy[cheap]), "latency_ms": pick(latency),
-            "edgent_cost": np.where(feasible, cost[accurate], np.inf),
-            "edgent_accuracy": pick(t.accuracy[accurate])}
+            "share": pick(chosen["share"]), "accuracy": pick(chosen["accuracy"]),
+            "latency_ms": pick(chosen["latency"]),
+            "edgent_cost": np.where(feasible, items.cost[accurate], np.inf),
+            "edgent_size": np.where(feasible, items.size[rows, accurate], np.inf),
+            "edgent_accuracy": pick(items.accuracy[accurate])}
 
 
-def _lexargmin(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
-    """Row-wise argmin of `primary`, ties broken by the smaller `secondary`."""
-    best = primary.min(axis=1, keepdims=True)
-    return np.argmin(np.where(primary == best, secondary, np.inf), axis=1)
+def most_accurate(items: Items) -> np.ndarray:
+    """Edgent's item: the most accurate feasible one, tie: smaller size, then lower cost."""
+    accuracy = np.where(np.isfinite(items.size), -items.accuracy[None, :], np.inf)
+    return _lexargmin(accuracy, items.size, np.broadcast_to(items.cost, items.size.shape))
+
+
+def _lexargmin(primary: np.ndarray, *tiebreaks: np.ndarray) -> np.ndarray:
+    """Row-wise argmin of `primary`, ties broken by each of `tiebreaks` in turn (nan = last)."""
+    candidates = primary == primary.min(axis=1, keepdims=True)
+    for key in tiebreaks:
+        key = np.where(candidates, np.nan_to_num(key, nan=np.inf, posinf=np.inf), np.inf)
+        candidates &= key == key.min(axis=1, keepdims=True)
+    return np.argmax(candidates, axis=1)

@@ -22,8 +22,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-MECHANISMS = ("aeria", "core", "cost_share", "optimal_single_price", "rsop", "rspe",
-              "fixed_price", "vcg_capacity", "cost_plus")
+MECHANISMS = ("aeria", "core", "cost_share", "rsop", "rspe", "vcg_capacity", "posted_price",
+              "cost_plus", "oracle_single_price", "oracle_median_price")
+# Told what no real seller knows (every bid, or the true value distribution): upper references,
+# never "the state of the art" a claim compares against.
+ORACLES = ("oracle_single_price", "oracle_median_price")
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,13 @@ class MechanismParams:
     """The mechanisms' own parameters (built from AeriaConfig by the workload)."""
 
     consensus_base: float = 2.0   # c > 1 of the consensus grid r_c
-    reserve_price: float = 0.0    # minimum markup over cost (aeria, core, cost_share)
-    fixed_price: float = 1.0      # posted price of `fixed_price`
-    vcg_capacity: int = 100       # winners per service of `vcg_capacity`
+    reserve_price: float = 0.0    # minimum markup over cost (every auction)
+    posted_price: float = 1.0     # the price of `posted_price` (tuned like any other knob)
+    oracle_price: float = 1.0     # the price of `oracle_median_price`: the true median value
     cost_plus_margin: float = 0.2  # markup fraction of `cost_plus`
     cost_share_per_user: float = 0.05  # `cost_share` extracts R = this x (bidders of the service)
+    capacity_grid_base: float = 1.25  # base of AERIA's capacity-price grid (allocation.py)
+    size_cap: float = 0.02        # the largest size one user can take (edge.phi_max)
 
 
 def _with_costs(served: np.ndarray, markup: np.ndarray | float,
@@ -65,13 +70,20 @@ def single_price_benchmark(x: np.ndarray) -> float:
     return float(max(0.0, np.max(np.arange(1, xs.size + 1) * xs)))
 
 
-def f2_benchmark(x: np.ndarray) -> float:
-    """F^(2)(x) = max_{k>=2} k * x_(k): F with at least two winners [GHKSW]."""
-    xs = _descending(x)
-    if xs.size < 2:
+def f2_benchmark(x: np.ndarray, size: Optional[np.ndarray] = None,
+                 capacity: float = np.inf) -> float:
+    """F^(2)(x) = max_{k>=2} k * x_(k): F with at least two winners [GHKSW]; with sizes, only
+    the k whose top-k users fit `capacity` count."""
+    x = np.asarray(x, dtype=float)
+    if x.size < 2:
         return 0.0
-    k = np.arange(2, xs.size + 1)
-    return float(max(0.0, np.max(k * xs[1:])))
+    order = np.argsort(-x, kind="stable")
+    xs = x[order]
+    k = np.arange(1, x.size + 1)
+    revenue = k * xs
+    if size is not None:
+        revenue = np.where(np.cumsum(np.asarray(size, float)[order]) <= capacity, revenue, -np.inf)
+    return float(max(0.0, np.max(revenue[1:])))
 
 
 def optimal_price(x: np.ndarray) -> float:
@@ -175,16 +187,14 @@ def consensus_round(x, c: float, u: float):
     return out if out.ndim else float(out)
 
 
-def core_auction(bids: np.ndarray, c: float, rng: np.random.Generator,
-                 reserve: float = 0.0) -> Outcome:
-    """CORE [GH03] on raw bids, blind to edge costs: R = r_c(F^(2)(bids)), then CostShare_R.
-
-    Payments carry no cost pass-through; the ASP still pays the EIP for every user it serves, so
-    its profit can be negative. Truthful with high probability (when the consensus holds).
-    """
-    b = np.asarray(bids, dtype=float)
-    R = consensus_round(f2_benchmark(b), c, rng.uniform())
-    return cost_share(b, R, reserve)
+def core_auction(net_bids: np.ndarray, c: float, rng: np.random.Generator,
+                 reserve: float = 0.0, costs: Optional[np.ndarray] = None) -> Outcome:
+    """CORE [GH03] on net bids with cost pass-through: R = r_c(F^(2)(net bids)) from ALL bids,
+    then CostShare_R; winners pay cost + R/k. Truthful with high probability only (when the
+    consensus holds: a bidder can move the common estimate R)."""
+    x = np.asarray(net_bids, dtype=float)
+    R = consensus_round(f2_benchmark(x), c, rng.uniform())
+    return cost_share(x, R, reserve, costs)
 
 
 def aeria(net_bids: np.ndarray, c: float, rng: np.random.Generator, reserve: float = 0.0,
@@ -206,11 +216,23 @@ def aeria(net_bids: np.ndarray, c: float, rng: np.random.Generator, reserve: flo
 
 
 # --------------------------------------------------------------------------- baselines [OURS]
-def optimal_single_price(net_bids: np.ndarray, costs: Optional[np.ndarray] = None) -> Outcome:
-    """Omniscient single markup attaining F(net bids): the revenue upper bound; NOT truthful."""
+def optimal_single_price(net_bids: np.ndarray, costs: Optional[np.ndarray] = None,
+                         size: Optional[np.ndarray] = None, capacity: float = np.inf) -> Outcome:
+    """Omniscient single markup attaining F(net bids), among the markups whose buyers fit
+    `capacity` (when sizes are given): the revenue upper bound; NOT truthful."""
     x = np.asarray(net_bids, dtype=float)
-    price = optimal_price(x)
-    return _with_costs(x >= price, price, costs)
+    if size is None or x.size == 0:
+        price = optimal_price(x)
+        return _with_costs(x >= price, price, costs)
+    order = np.argsort(-x, kind="stable")
+    xs, fits = x[order], np.cumsum(np.asarray(size, float)[order]) <= capacity
+    revenue = np.where(fits & (xs > 0), np.arange(1, x.size + 1) * xs, -np.inf)
+    served = np.zeros(x.size, dtype=bool)
+    if np.isfinite(revenue).any():
+        k = int(np.argmax(revenue))
+        served[order[:k + 1]] = True
+        return _with_costs(served, xs[k], costs)
+    return Outcome(served, np.zeros(x.size))
 
 
 def _random_halves(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -218,21 +240,22 @@ def _random_halves(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def rsop(net_bids: np.ndarray, rng: np.random.Generator,
-         costs: Optional[np.ndarray] = None) -> Outcome:
-    """Random Sampling Optimal Price [GHKSW]: each random half gets the other's optimal price."""
+         costs: Optional[np.ndarray] = None, reserve: float = 0.0) -> Outcome:
+    """Random Sampling Optimal Price [GHKSW]: each random half gets the other's optimal price
+    (at least the reserve markup)."""
     x = np.asarray(net_bids, dtype=float)
     in_a = _random_halves(x.size, rng)
-    price = np.where(in_a, optimal_price(x[~in_a]), optimal_price(x[in_a]))
+    price = np.maximum(np.where(in_a, optimal_price(x[~in_a]), optimal_price(x[in_a])), reserve)
     return _with_costs(x >= price, price, costs)
 
 
 def rspe(net_bids: np.ndarray, rng: np.random.Generator,
-         costs: Optional[np.ndarray] = None) -> Outcome:
+         costs: Optional[np.ndarray] = None, reserve: float = 0.0) -> Outcome:
     """Random Sampling Profit Extraction [FGHK02]: CostShare_{F(B)} on A, CostShare_{F(A)} on B."""
     x = np.asarray(net_bids, dtype=float)
     in_a = _random_halves(x.size, rng)
-    price_a = cost_share_price(_descending(x[in_a]), single_price_benchmark(x[~in_a]))
-    price_b = cost_share_price(_descending(x[~in_a]), single_price_benchmark(x[in_a]))
+    price_a = cost_share_price(_descending(x[in_a]), single_price_benchmark(x[~in_a]), reserve)
+    price_b = cost_share_price(_descending(x[~in_a]), single_price_benchmark(x[in_a]), reserve)
     price = np.where(in_a, price_a, price_b)
     return _with_costs(x >= price, price, costs)
 
@@ -246,7 +269,8 @@ def fixed_price(bids: np.ndarray, costs: np.ndarray, price: float) -> Outcome:
 
 def vcg_capacity(net_bids: np.ndarray, k: int, costs: Optional[np.ndarray] = None) -> Outcome:
     """(k+1)-price auction with capacity k: the top k positive net bids win, each paying cost plus
-    the (k+1)-th highest net bid (floored at 0). Truthful (VCG for k identical units)."""
+    the (k+1)-th highest net bid (floored at 0). Truthful (VCG for k identical units). With users
+    of unequal size, `allocation.greedy_thresholds` generalises it to a capacity in shares."""
     x = np.asarray(net_bids, dtype=float)
     order = np.argsort(-x, kind="stable")
     served = np.zeros(x.size, dtype=bool)
@@ -268,41 +292,25 @@ ServiceMechanism = Callable[[np.ndarray, np.ndarray, np.random.Generator], Outco
 
 
 def service_mechanism(name: str, params: MechanismParams) -> ServiceMechanism:
-    """`fn(bids, eip_costs, rng) -> Outcome` for one service's bidders (bids are gross values)."""
+    """`fn(bids, eip_costs, rng) -> Outcome` for one service's bidders (bids are gross values),
+    without capacity: every user can be served. `allocation.run_mechanism` adds the edge
+    capacity (and AERIA's joint choice of configuration) on top of these."""
     p = params
     table: dict[str, ServiceMechanism] = {
         "aeria": lambda b, c, r: aeria(b - c, p.consensus_base, r, p.reserve_price, c),
-        "core": lambda b, c, r: core_auction(b, p.consensus_base, r, p.reserve_price),
+        "core": lambda b, c, r: core_auction(b - c, p.consensus_base, r, p.reserve_price, c),
         "cost_share": lambda b, c, r: cost_share(
             b - c, p.cost_share_per_user * b.size, p.reserve_price, c),
-        "optimal_single_price": lambda b, c, r: optimal_single_price(b - c, c),
-        "rsop": lambda b, c, r: rsop(b - c, r, c),
-        "rspe": lambda b, c, r: rspe(b - c, r, c),
-        "fixed_price": lambda b, c, r: fixed_price(b, c, p.fixed_price),
-        "vcg_capacity": lambda b, c, r: vcg_capacity(b - c, p.vcg_capacity, c),
+        "rsop": lambda b, c, r: rsop(b - c, r, c, p.reserve_price),
+        "rspe": lambda b, c, r: rspe(b - c, r, c, p.reserve_price),
+        # with no capacity every user with a net bid above the reserve wins at cost + reserve
+        "vcg_capacity": lambda b, c, r: _with_costs(b - c >= max(p.reserve_price, 0.0),
+                                                    max(p.reserve_price, 0.0), c),
+        "posted_price": lambda b, c, r: fixed_price(b, c, p.posted_price),
         "cost_plus": lambda b, c, r: cost_plus(b, c, p.cost_plus_margin),
+        "oracle_single_price": lambda b, c, r: optimal_single_price(b - c, c),
+        "oracle_median_price": lambda b, c, r: fixed_price(b, c, p.oracle_price),
     }
     if name not in table:
         raise KeyError(f"unknown mechanism {name!r}; known: {', '.join(MECHANISMS)}")
     return table[name]
-
-
-def eip_costs(name: str, market) -> np.ndarray:
-    """What the ASP pays the EIP per served user: Edgent's config for cost_plus, else AERIA's."""
-    return market.edgent_cost if name == "cost_plus" else market.cost
-
-
-def run_mechanism(name: str, market, params: MechanismParams,
-                  rng: np.random.Generator) -> Outcome:
-    """Run `name` as one auction per service over the feasible users; infeasible users are never
-    served. Each service gets its own child generator, so outcomes are deterministic per seed."""
-    fn = service_mechanism(name, params)
-    costs = eip_costs(name, market)
-    served = np.zeros(market.size, dtype=bool)
-    payments = np.zeros(market.size)
-    for s, child in enumerate(rng.spawn(len(market.services))):
-        idx = np.flatnonzero((market.service == s) & market.feasible)
-        if idx.size:
-            out = fn(market.bid[idx], costs[idx], child)
-            served[idx], payments[idx] = out.served, out.payments
-    return Outcome(served, payments)

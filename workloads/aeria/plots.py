@@ -37,10 +37,13 @@ def _curves(summary: Summary, key: str, ylabel: str, title: str, seeds: int) -> 
     means = np.concatenate([s[f"{key}_mean"] for s in summary.values()]) if summary else []
     if len(means) and means.min() > 0 and means.max() / means.min() > 100:
         ax.set_yscale("log")  # the values span decades
-    counts = next(iter(summary.values()))["num_users"] if summary else []
-    ax.set_xticks(counts, [f"{int(n):,}" for n in counts])
+    first = next(iter(summary.values())) if summary else {}
+    counts, loads = first.get("num_users", []), first.get("load_mean")
+    labels = [f"{int(n):,}" if loads is None else f"{int(n):,}\nload {load:.2g}x"
+              for n, load in zip(counts, counts if loads is None else loads)]
+    ax.set_xticks(counts, labels)
     ax.minorticks_off()
-    ax.set_xlabel("number of users (log scale)")
+    ax.set_xlabel("number of users (log scale); load = demand at cost / edge capacity")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -58,6 +61,37 @@ def revenue_vs_users(summary: Summary, seeds: int) -> Figure:
 def served_vs_users(summary: Summary, seeds: int) -> Figure:
     """Users served against the number of users: mean and 95% interval over seeds."""
     return _curves(summary, "served", "users served per market", "Served users vs users", seeds)
+
+
+def utilisation_vs_users(summary: Summary, seeds: int) -> Figure:
+    """Mean share of the edge servers the served users hold against the number of users."""
+    return _curves(summary, "utilisation", "edge capacity in use\n(mean share of a server)",
+                   "Utilisation vs users", seeds)
+
+
+def arrivals_over_time(arrivals: dict[str, list[dict]]) -> Figure:
+    """Revenue, served users and utilisation per time window of the arrivals simulation: the
+    mean over seeds with a 95% band, one line per mechanism."""
+    fig = Figure(figsize=(7.2, 8.0), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    panels = (("revenue", "ASP revenue per window"), ("served", "users served per window"),
+              ("utilisation", "edge capacity in use\n(mean share of a server)"))
+    seeds = 1
+    for (name, rows), (marker, line) in zip(arrivals.items(), STYLES):
+        windows = sorted({r["window"] for r in rows})
+        for ax, (key, label) in zip(axes, panels):
+            per = [np.array([r[key] for r in rows if r["window"] == w], float) for w in windows]
+            seeds = len(per[0]) if per else 1
+            mean = np.array([v.mean() for v in per])
+            half = ci95_half_width(np.array([v.std() for v in per]), seeds)
+            ax.plot(windows, mean, marker=marker, linestyle=line, markersize=3, label=name)
+            ax.fill_between(windows, mean - half, mean + half, alpha=0.15)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time window")
+    axes[0].set_title(f"Users arriving over time (mean; band: 95% interval over {seeds} seeds)")
+    axes[0].legend(fontsize="x-small", ncol=2)
+    return fig
 
 
 def competitive_ratio_bars(summary: Summary) -> Figure:

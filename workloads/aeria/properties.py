@@ -1,10 +1,11 @@
 """What an outcome is worth and which promises it keeps: revenue metrics, the competitive ratio
 against F^(2), and empirical truthfulness and envy-freeness checks a user can run on any market.
 
-Truthfulness is checked by brute force: for a probed user and each deviation factor f, the user
-bids f * value while everyone else bids truthfully and the mechanism sees the SAME random seed; the
-misreport must not raise the user's utility (value - payment when served, else 0) by more than a
-tolerance. Envy-freeness is checked in markup space (payment - edge cost), see `check_envy_free`.
+Truthfulness is checked by brute force: a probed user misreports (its bid times a factor, or on
+a market its accuracy floor or deadline) while everyone else reports truthfully and the mechanism
+sees the SAME random draws; the misreport must not raise the user's true utility (value - payment
+when served with an item meeting its true needs, - payment when not, 0 when not served) by more
+than a tolerance. Envy-freeness is checked in markup space (payment - charge), `check_envy_free`.
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from workloads.aeria.mechanisms import (MechanismParams, Outcome, eip_costs, f2_benchmark,
-                                        service_mechanism)
+from workloads.aeria.mechanisms import MechanismParams, Outcome, f2_benchmark
 
 DEVIATIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.1, 1.25, 1.5, 2.0, 4.0)
 MechanismFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], Outcome]
@@ -118,44 +118,109 @@ def competitive_ratio(net_values: np.ndarray, revenue: float,
     return benchmark_f2(net_values, groups) / revenue if revenue > 0 else float("inf")
 
 
-def market_metrics(market, outcome: Outcome, eip_cost: np.ndarray) -> dict[str, float]:
-    """ASP profit and friends for one outcome on a market (infeasible users are never served)."""
-    won = outcome.served
-    payments = float(outcome.payments[won].sum())
-    eip_income = float(eip_cost[won].sum())
+def market_metrics(market, out) -> dict[str, float]:
+    """ASP profit and friends for one `allocation.Allocation` on a market. The benchmark is
+    F^(2) of the net values at the cheapest configurations within each service's capacity."""
+    won = out.served
+    payments = float(out.payments[won].sum())
+    eip_income = float(out.cost[won].sum())
     revenue = payments - eip_income
-    feasible = market.feasible
-    f2 = benchmark_f2(market.net_value[feasible], market.service[feasible])
+    f2 = capacity_benchmark(market)
+    used = [float(out.size[won & (market.service == s)].sum())
+            for s in range(len(market.services))]
     return {"revenue": revenue, "served": float(won.sum()), "payments": payments,
-            "eip_income": eip_income, "welfare": float((market.value[won] - eip_cost[won]).sum()),
+            "eip_income": eip_income, "welfare": float((market.value[won] - out.cost[won]).sum()),
+            "utilisation": float(np.mean(used)) if used else 0.0,
             "benchmark_f2": f2, "revenue_share": revenue / f2 if f2 > 0 else 0.0,
             "competitive_ratio": f2 / revenue if revenue > 0 else float("inf")}
 
 
-# --------------------------------------------------------------------------- on a market
-def check_market_truthfulness(name: str, market, params: MechanismParams, outcome: Outcome,
-                              probes: int, seed: int,
-                              deviations: Sequence[float] = DEVIATIONS) -> dict[str, float]:
-    """`check_truthfulness` of mechanism `name` on each service of `market` (`outcome` is the
-    truthful outcome, used to pick the marginal winners to probe)."""
-    fn = service_mechanism(name, params)
-    costs = eip_costs(name, market)
-    rng = np.random.default_rng(seed)
-    gain, truthful = 0.0, True
+def capacity_benchmark(market, capacity: Optional[np.ndarray] = None) -> float:
+    """Sum over services of F^(2) of the feasible users' net values (cheapest configuration),
+    counting only the single prices whose buyers fit the service's capacity."""
+    total = 0.0
     for s in range(len(market.services)):
         idx = np.flatnonzero((market.service == s) & market.feasible)
-        if idx.size == 0:
+        cap = 1.0 if capacity is None else float(capacity[s])
+        total += f2_benchmark(market.net_value[idx], market.size[idx], cap)
+    return total
+
+
+def offered_load(market) -> float:
+    """Demand over capacity: the mean over services of the total size of the users who would
+    buy at cost (net value >= 0) at their cheapest configuration; 1.0 fills every server."""
+    ok = market.feasible & (market.net_value >= 0)
+    return float(np.mean([market.size[ok & (market.service == s)].sum()
+                          for s in range(len(market.services))]))
+
+
+# --------------------------------------------------------------------------- on a market
+# Misreports tried besides the bid: the accuracy floor moved by these amounts (clipped to [0, 1])
+# and the deadline scaled by these factors. Laxer reports may win an item that misses the true
+# need (worth nothing to the user); stricter ones must never pay off either.
+FLOOR_SHIFTS = (-0.3, -0.1, 0.1, 0.3)
+DEADLINE_FACTORS = (0.5, 0.8, 1.25, 2.0)
+
+
+def true_utility(market, out, user: int) -> float:
+    """What `user` (with its true value, floor and deadline in `market`) gets from `out`: value
+    minus payment when served with an item meeting its true needs, minus payment when served
+    with one that does not, 0 when not served."""
+    if not out.served[user]:
+        return 0.0
+    meets = (out.accuracy[user] >= market.accuracy_floor[user] - 1e-12
+             and out.latency[user] <= market.deadline_ms[user] * (1 + 1e-9))
+    return (market.value[user] if meets else 0.0) - float(out.payments[user])
+
+
+def misreports(market, user: int) -> list[dict[str, float]]:
+    """Every report tried for `user`: bid factors, floor shifts, deadline factors."""
+    v, a, d = market.value[user], market.accuracy_floor[user], market.deadline_ms[user]
+    return ([{"bid": f * v} for f in DEVIATIONS]
+            + [{"accuracy_floor": float(np.clip(a + s, 0.0, 1.0))} for s in FLOOR_SHIFTS]
+            + [{"deadline_ms": f * d} for f in DEADLINE_FACTORS])
+
+
+def check_market_truthfulness(name: str, market, params: MechanismParams, probes: int,
+                              seed: int, capacity: Optional[np.ndarray] = None
+                              ) -> dict[str, float]:
+    """No probed user gains by misreporting its bid, accuracy floor or deadline (others
+    truthful, the mechanism's random draws fixed by `seed`). Probed: per service the top and
+    the marginal winners of the truthful outcome and random others, `probes` in all."""
+    from workloads.aeria.allocation import run_mechanism
+
+    def run(m):
+        return run_mechanism(name, m, params, np.random.default_rng([seed, 1]), capacity)
+
+    rng = np.random.default_rng(seed)
+    gain, worst = 0.0, ""
+    for s in range(len(market.services)):
+        # services clear separately (each its own child generator): probe on this one alone
+        one = market.take(np.flatnonzero((market.service == s) & market.feasible))
+        if one.num_users == 0:
             continue
-        users = probe_users(market.value[idx] - costs[idx], outcome.served[idx], probes, rng)
-        report = check_truthfulness(fn, market.value[idx], costs[idx], deviations,
-                                    seed=seed + s, users=users)
-        gain, truthful = max(gain, report.max_gain), truthful and report.passed
-    return {"truthful": float(truthful), "max_truth_gain": gain}
+        outcome = run(one)
+        for i in probe_users(one.net_value, outcome.served, probes, rng):
+            truthful = true_utility(one, outcome, i)
+            for report in misreports(one, i):
+                g = true_utility(one, run(one.reported(i, **report)), i) - truthful
+                if g > gain:
+                    gain, worst = g, next(iter(report))
+    tol = _tolerance(market.value, 1e-9)
+    return {"truthful": float(gain <= tol), "max_truth_gain": gain,
+            "truth_gain_by": worst if gain > tol else ""}
 
 
-def check_market_envy(name: str, market, outcome: Outcome) -> dict[str, float]:
-    """`check_envy_free` of an outcome of `name` on `market`, service by service."""
+def check_market_envy(name: str, market, outcome) -> dict[str, float]:
+    """`check_envy_free` of an allocation, service by service, in markup space: the part of
+    each payment above the user's charge (cost + capacity price x size). Users of one service
+    must also face one capacity price: otherwise their menus differ."""
     ok = market.feasible
+    charge = outcome.charge[ok]
     report = check_envy_free(Outcome(outcome.served[ok], outcome.payments[ok]), market.value[ok],
-                             eip_costs(name, market)[ok], market.service[ok])
-    return {"envy_free": float(report.passed), "max_envy": report.max_envy}
+                             charge, market.service[ok])
+    mu, service = outcome.capacity_price[ok], market.service[ok]
+    mu_spread = max((float(np.ptp(mu[service == s])) for s in np.unique(service)), default=0.0)
+    envy_free = report.passed and mu_spread <= 1e-12
+    return {"envy_free": float(envy_free), "max_envy": report.max_envy,
+            "capacity_price_spread": mu_spread}

@@ -160,12 +160,12 @@ def test_aeria_on_100k_bidders_extracts_a_consensus_share_of_f2_at_one_price():
     assert f2_benchmark(net) / 2.0 - 1e-6 <= revenue <= single_price_benchmark(net) + 1e-6
 
 
-def test_core_ignores_costs_so_the_asp_profit_can_be_negative():
-    bids = np.array([5.0, 5.0, 5.0, 5.0])
-    costs = np.full(4, 4.9)
-    out = core_auction(bids, 2.0, np.random.default_rng(0))
-    assert out.served.all()                      # R = r_c(20) <= 20 is split by all four
-    assert revenue(out, costs) < 0
+def test_core_passes_costs_through_and_shares_one_common_estimate():
+    net, costs = np.array([5.0, 4.0, 3.0, 1.0]), np.array([1.0, 2.0, 0.5, 0.0])
+    out = core_auction(net, 2.0, np.random.default_rng(0), costs=costs)
+    markups = out.payments[out.served] - costs[out.served]
+    assert out.served.any() and np.ptp(markups) < 1e-12   # one R: one markup for every winner
+    assert revenue(out, costs) > 0
 
 
 # --------------------------------------------------------------------------- baselines

@@ -12,7 +12,8 @@ from workloads.aeria.mechanisms import (MechanismParams, Outcome, aeria, consens
 from workloads.aeria.properties import (benchmark_f2, check_envy_free, check_truthfulness,
                                         competitive_ratio, probe_users, utilities)
 
-TRUTHFUL = ("aeria", "cost_share", "rsop", "rspe", "vcg_capacity", "fixed_price", "cost_plus")
+TRUTHFUL = ("aeria", "cost_share", "rsop", "rspe", "vcg_capacity", "posted_price", "cost_plus",
+            "oracle_median_price")
 
 
 @st.composite
@@ -26,13 +27,13 @@ def markets(draw, min_size=2, max_size=14):
 
 params_st = st.builds(MechanismParams, consensus_base=st.sampled_from([1.5, 2.0, 3.0]),
                       reserve_price=st.sampled_from([0.0, 0.5]),
-                      fixed_price=st.sampled_from([1.0, 3.0]),
-                      vcg_capacity=st.integers(1, 4), cost_share_per_user=st.just(0.8))
+                      posted_price=st.sampled_from([1.0, 3.0]),
+                      oracle_price=st.sampled_from([1.0, 3.0]), cost_share_per_user=st.just(0.8))
 
 
 # --------------------------------------------------------------------------- truthfulness
-def test_truthfulness_checker_finds_the_profitable_misreport_of_optimal_single_price():
-    fn = service_mechanism("optimal_single_price", MechanismParams())
+def test_truthfulness_checker_finds_the_profitable_misreport_of_the_oracle_single_price():
+    fn = service_mechanism("oracle_single_price", MechanismParams())
     values, costs = np.array([10.0, 1.0, 1.0, 1.0]), np.zeros(4)
     report = check_truthfulness(fn, values, costs)
     # truthful: price 10, the top user's utility is 0; bidding 2.5 lowers the price to 1
@@ -41,8 +42,8 @@ def test_truthfulness_checker_finds_the_profitable_misreport_of_optimal_single_p
     assert report.probes == 4 * 10
 
 
-def test_optimal_single_price_fails_the_checker_on_random_markets():
-    fn = service_mechanism("optimal_single_price", MechanismParams())
+def test_the_oracle_single_price_fails_the_checker_on_random_markets():
+    fn = service_mechanism("oracle_single_price", MechanismParams())
     rng = np.random.default_rng(0)
     failures = [not check_truthfulness(fn, rng.lognormal(0, 1, 30), np.zeros(30), seed=s).passed
                 for s in range(5)]
@@ -67,7 +68,7 @@ def test_truthful_baselines_pass_the_checker(name, market, params, seed):
 
 
 def test_checker_only_probes_the_users_it_is_given():
-    fn = service_mechanism("optimal_single_price", MechanismParams())
+    fn = service_mechanism("oracle_single_price", MechanismParams())
     values = np.array([10.0, 1.0, 1.0, 1.0])
     report = check_truthfulness(fn, values, np.zeros(4), users=[1, 2], deviations=(0.5, 2.0))
     assert report.probes == 4
