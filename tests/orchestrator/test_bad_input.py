@@ -36,7 +36,7 @@ NON_FINITE = [
          "aeria.service_weights[1]", "not a finite number", id="aeria-inf-inside-a-list"),
     case("run", "aeria/quickstart", ["aeria.edge.speed_gflops=1e400"], "aeria.edge.speed_gflops",
          "not a finite number", id="aeria-float-literal-that-overflows-to-inf"),
-    case("validate", "aeria/quickstart", ["aeria.fixed_price=1" + "0" * 400], "aeria.fixed_price",
+    case("validate", "aeria/quickstart", ["aeria.posted_price=1" + "0" * 400], "aeria.posted_price",
          "too large", id="aeria-integer-too-large-for-a-float"),
     case("sweep", "aeria/sweep", ["sweep.params.aeria.reserve_price={uniform: [0, .inf]}"],
          "sweep.params.aeria.reserve_price.uniform[1]", "not a finite number",
@@ -271,7 +271,7 @@ def test_a_large_sweep_is_checked_by_corners_and_a_sample_in_seconds(files, guar
     import time
 
     axes = [f"sweep.params.aeria.{k}={{choice: [1, 2, 3, 4, 5, 6]}}"
-            for k in ("fixed_price", "reserve_price", "cost_plus_margin", "cost_share_target")]
+            for k in ("posted_price", "reserve_price", "cost_plus_margin", "cost_share_target")]
     started = time.perf_counter()
     code, err = _cli("validate", "aeria/sweep",
                      [*axes, "sweep.params.aeria.num_users={randint: [2, 1000]}"], files, capsys)

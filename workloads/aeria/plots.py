@@ -89,6 +89,7 @@ def arrivals_over_time(arrivals: dict[str, list[dict]]) -> Figure:
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time window")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_title(f"Users arriving over time (mean; band: 95% interval over {seeds} seeds)")
     axes[0].legend(fontsize="x-small", ncol=2)
     return fig

@@ -164,3 +164,21 @@ def test_one_window_jobs_release_capacity_every_window():
     long = simulate_arrivals("vcg_capacity", m, PARAMS, seed=1, windows=8, max_job_windows=4)
     short = simulate_arrivals("vcg_capacity", m, PARAMS, seed=1, windows=8, max_job_windows=1)
     assert sum(r["served"] for r in short) >= sum(r["served"] for r in long)
+
+
+# --------------------------------------------------------------------------- the claim per load
+def test_the_revenue_claim_pairs_aeria_with_the_strongest_non_oracle_baseline_per_load_level():
+    from workloads.aeria import CLAIMS, gain_over_strongest_baseline
+
+    def rows(n, load, revenue):
+        return [{"mechanism": m, "num_users": n, "seed": s, "load": load, "revenue": r[s]}
+                for m, r in revenue.items() for s in (0, 1)]
+    data = (rows(100, 0.2, {"aeria": [10, 12], "rsop": [8, 8], "core": [11, 11],
+                            "oracle_single_price": [50, 50]})
+            + rows(5000, 3.0, {"aeria": [110, 90], "rsop": [100, 100], "core": [50, 50]}))
+    under = gain_over_strongest_baseline(0.0, 0.8)(data)      # core is the strongest: 11 > 8
+    assert under == pytest.approx([100 * (10 / 11 - 1), 100 * (12 / 11 - 1)])
+    over = gain_over_strongest_baseline(1.5, np.inf)(data)    # rsop; the oracle never counts
+    assert over == pytest.approx([10.0, -10.0])
+    assert gain_over_strongest_baseline(0.8, 1.5)(data) == []  # no market at that load
+    assert len(CLAIMS) == 3
