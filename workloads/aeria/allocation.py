@@ -144,6 +144,8 @@ def capacity_prices(bids: np.ndarray, items: Items, capacity: float, params: Mec
             memo[i] = _demand(bids, items, grid[i], params.reserve_price)
         return memo[i]
 
+    if demand(0)[0] <= room:          # capacity does not bind: no capacity price for anyone
+        return np.zeros(n)
     hi = _first_index(lambda i: demand(i)[0] <= room, len(grid))      # everyone's price <= this
     lo = _first_index(lambda i: demand(i)[0] <= capacity, hi + 1)     # and >= this (own <= cap)
     mu = np.full(n, grid[hi] if hi < len(grid) else np.inf)

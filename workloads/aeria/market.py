@@ -19,9 +19,10 @@ users whose sizes sum to at most 1 fits both resources. `Items` holds every (use
 pair of one service: cost, size, accuracy and latency; a mechanism picks one item per user.
 
 The market's own fields describe the configuration at capacity price 0: the cheapest feasible one
-(tie: smaller size, then lower latency), the allocated share phi_min. Edgent's choice (the
-cost-plus baseline) maximises accuracy (tie: smaller size, then lower cost). Everything is vectorised
-over users x configurations; the only Python loop is over the (few) services.
+(tie: smaller size, then lower latency), the allocated share phi_min. Edgent's choice
+(`most_accurate`, for the cost-plus baseline) maximises accuracy (tie: smaller size, then lower
+cost). Everything is vectorised over users x configurations; the only Python loop is over the
+(few) services.
 """
 from __future__ import annotations
 
@@ -50,8 +51,19 @@ class ConfigTable:
     accuracy: np.ndarray      # (K,) acc(e)
 
 
+_TABLES: dict[int, tuple[DnnProfile, ConfigTable]] = {}
+
+
 def configurations(profile: DnnProfile) -> ConfigTable:
-    """Enumerate the configurations of one multi-exit DNN."""
+    """Enumerate the configurations of one multi-exit DNN (once per profile object)."""
+    if id(profile) in _TABLES and _TABLES[id(profile)][0] is profile:
+        return _TABLES[id(profile)][1]
+    table = _enumerate(profile)
+    _TABLES[id(profile)] = (profile, table)
+    return table
+
+
+def _enumerate(profile: DnnProfile) -> ConfigTable:
     cum = np.concatenate(([0.0], np.cumsum(profile.layer_flops)))
     sent = np.concatenate(([profile.input_bytes], profile.layer_out_bytes))
     rows = []
@@ -85,6 +97,7 @@ class Items:
         finite = np.isfinite(self.size)
         object.__setattr__(self, "_base", np.where(finite, self.cost[None, :], np.inf))
         object.__setattr__(self, "_finite_size", np.where(finite, self.size, 0.0))
+        object.__setattr__(self, "_chosen", {})   # scalar mu -> cheapest items (reused)
 
     def cheapest(self, mu: float | np.ndarray = 0.0) -> np.ndarray:
         """Each user's item minimising cost + mu * size (mu: one capacity price, or one per
@@ -92,12 +105,16 @@ class Items:
         larger item (add the two optimality inequalities), which keeps capacity prices
         monotone. Users with no feasible item get index 0 (their size there is inf)."""
         mu = np.asarray(mu, float)
+        if mu.ndim == 0 and float(mu) in self._chosen:
+            return self._chosen[float(mu)]
         price = self._base + (mu[:, None] if mu.ndim else mu) * self._finite_size
         candidates = price == price.min(axis=1, keepdims=True)
         k = np.argmax(candidates, axis=1)
         tied = np.flatnonzero(candidates.sum(axis=1) > 1)    # on-device items tie often
         if tied.size:
             k[tied] = _lexargmin(price[tied], self.size[tied], self.latency[tied])
+        if mu.ndim == 0:
+            self._chosen[float(mu)] = k
         return k
 
     def pick(self, k: np.ndarray) -> dict[str, np.ndarray]:
@@ -129,9 +146,6 @@ class Market:
     share: np.ndarray           # its compute share phi_min (0 on device, nan if infeasible)
     accuracy: np.ndarray        # its accuracy (nan if infeasible)
     latency_ms: np.ndarray      # its latency at phi_min (nan if infeasible)
-    edgent_cost: np.ndarray     # EIP cost at Edgent's max-accuracy config (inf if infeasible)
-    edgent_size: np.ndarray     # its dominant share
-    edgent_accuracy: np.ndarray
     # Items per (service, users): mechanisms and sweep settings on one market share them
     _items: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -162,14 +176,18 @@ class Market:
             arr = getattr(self, key).copy()
             arr[user] = value
             fields[key] = arr
-        m = dataclasses.replace(self, **fields, _items={})
+        cache: dict = {}
+        m = dataclasses.replace(self, **fields, _items=cache)
         return dataclasses.replace(m, **choose_configurations(
             m.tables, m.service, m.accuracy_floor, m.deadline_ms, m.device_gflops,
-            m.bandwidth_mbps, m.edge))
+            m.bandwidth_mbps, m.edge, cache))
 
     def items(self, s: int, users: np.ndarray) -> Items:
         """The items of `users` (all of service s) from their reported types (computed once)."""
         key = (s, users.tobytes())
+        if key not in self._items and ("all", s) in self._items:   # drawn with the market
+            everyone, items = self._items["all", s]
+            self._items[key] = items.take(np.searchsorted(everyone, users))
         if key not in self._items:
             self._items[key] = service_items(
                 self.tables[s], self.accuracy_floor[users], self.deadline_ms[users],
@@ -213,10 +231,12 @@ def generate_market(profiles: Sequence[DnnProfile], num_users: int, rng: np.rand
     speed = _spread(users.device_gflops_low, users.device_gflops_high, n, users.spread, rng)
     bandwidth = _spread(users.bandwidth_mbps_low, users.bandwidth_mbps_high, n, users.spread, rng)
     tables = tuple(configurations(pr) for pr in profiles)
-    chosen = choose_configurations(tables, service, floor, deadline, speed, bandwidth, edge)
+    cache: dict = {}
+    chosen = choose_configurations(tables, service, floor, deadline, speed, bandwidth, edge, cache)
     return Market(services=tuple(pr.name for pr in profiles), tables=tables, edge=edge,
                   service=service, value=value, bid=value.copy(), accuracy_floor=floor,
-                  deadline_ms=deadline, device_gflops=speed, bandwidth_mbps=bandwidth, **chosen)
+                  deadline_ms=deadline, device_gflops=speed, bandwidth_mbps=bandwidth, **chosen,
+                  _items=cache)
 
 
 # --------------------------------------------------------------------------- configurations
@@ -242,19 +262,21 @@ def service_items(t: ConfigTable, floor, deadline, speed, bandwidth, edge: EdgeC
 
 def choose_configurations(tables: Sequence[ConfigTable], service: np.ndarray, floor: np.ndarray,
                           deadline: np.ndarray, speed: np.ndarray, bandwidth: np.ndarray,
-                          edge: EdgeConfig) -> dict[str, np.ndarray]:
-    """The cheapest and Edgent's configuration of every user: the Market fields after the draws."""
+                          edge: EdgeConfig, keep: Optional[dict] = None
+                          ) -> dict[str, np.ndarray]:
+    """The cheapest configuration of every user: the Market fields after the draws
+    (`keep`, a Market's item cache, receives each service's items for reuse)."""
     n = service.size
     out = {"feasible": np.zeros(n, bool), "cost": np.full(n, np.inf), "size": np.full(n, np.inf),
            "exit": np.full(n, -1), "partition": np.full(n, -1), "share": np.full(n, np.nan),
-           "accuracy": np.full(n, np.nan), "latency_ms": np.full(n, np.nan),
-           "edgent_cost": np.full(n, np.inf), "edgent_size": np.full(n, np.inf),
-           "edgent_accuracy": np.full(n, np.nan)}
+           "accuracy": np.full(n, np.nan), "latency_ms": np.full(n, np.nan)}
     for s, table in enumerate(tables):
         idx = np.flatnonzero(service == s)
         if idx.size:
             items = service_items(table, floor[idx], deadline[idx], speed[idx], bandwidth[idx],
                                   edge)
+            if keep is not None:
+                keep["all", s] = (idx, items)
             for key, val in _choose_for_service(table, items).items():
                 out[key][idx] = val
     return out
@@ -262,8 +284,7 @@ def choose_configurations(tables: Sequence[ConfigTable], service: np.ndarray, fl
 
 def _choose_for_service(t: ConfigTable, items: Items) -> dict[str, np.ndarray]:
     feasible = np.isfinite(items.size).any(axis=1)
-    cheap, rows = items.cheapest(0.0), np.arange(feasible.size)
-    accurate = most_accurate(items)
+    cheap = items.cheapest(0.0)
     pick = lambda a: np.where(feasible, a, np.nan)  # noqa: E731
     chosen = items.pick(cheap)
     return {"feasible": feasible, "cost": np.where(feasible, chosen["cost"], np.inf),
@@ -271,10 +292,7 @@ def _choose_for_service(t: ConfigTable, items: Items) -> dict[str, np.ndarray]:
             "exit": np.where(feasible, t.exit[cheap], -1),
             "partition": np.where(feasible, t.partition[cheap], -1),
             "share": pick(chosen["share"]), "accuracy": pick(chosen["accuracy"]),
-            "latency_ms": pick(chosen["latency"]),
-            "edgent_cost": np.where(feasible, items.cost[accurate], np.inf),
-            "edgent_size": np.where(feasible, items.size[rows, accurate], np.inf),
-            "edgent_accuracy": pick(items.accuracy[accurate])}
+            "latency_ms": pick(chosen["latency"])}
 
 
 def most_accurate(items: Items) -> np.ndarray:
@@ -287,6 +305,6 @@ def _lexargmin(primary: np.ndarray, *tiebreaks: np.ndarray) -> np.ndarray:
     """Row-wise argmin of `primary`, ties broken by each of `tiebreaks` in turn (nan = last)."""
     candidates = primary == primary.min(axis=1, keepdims=True)
     for key in tiebreaks:
-        key = np.where(candidates, np.nan_to_num(key, nan=np.inf, posinf=np.inf), np.inf)
+        key = np.where(candidates & ~np.isnan(key), key, np.inf)
         candidates &= key == key.min(axis=1, keepdims=True)
     return np.argmax(candidates, axis=1)

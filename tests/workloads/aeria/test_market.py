@@ -13,7 +13,7 @@ import pytest
 from orchestrator.config import ConfigError, build
 from workloads.aeria.config import AeriaConfig, EdgeConfig, UserConfig, ValueConfig
 from workloads.aeria.market import (configurations, draw_values, generate_market,
-                                    value_median)
+                                    most_accurate, value_median)
 from workloads.aeria.allocation import run_mechanism
 from workloads.aeria.mechanisms import MECHANISMS, MechanismParams, aeria
 from workloads.aeria.profiles import DnnProfile
@@ -104,10 +104,11 @@ def test_edgent_cost_is_at_the_most_accurate_feasible_configuration():
         configs = brute_force_configs(PROFILES[m.service[u]], m, u)
         best = max(a for _, _, a in configs)
         smallest = min((z, c) for c, z, a in configs if a == best)
-        assert m.edgent_accuracy[u] == best
-        assert m.edgent_size[u] == pytest.approx(smallest[0])
-        assert m.edgent_cost[u] == pytest.approx(smallest[1])
-        assert m.edgent_cost[u] >= m.cost[u]
+        items = m.items(m.service[u], np.array([u]))
+        k = most_accurate(items)
+        assert items.accuracy[k[0]] == best
+        assert items.size[0, k[0]] == pytest.approx(smallest[0])
+        assert items.cost[k[0]] == pytest.approx(smallest[1]) and items.cost[k[0]] >= m.cost[u]
 
 
 def test_infeasible_users_cost_infinity_and_are_never_served():
