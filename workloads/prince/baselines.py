@@ -58,7 +58,7 @@ def independent_pricing(game: Game, rng: np.random.Generator) -> Equilibrium:
         fol = equilibrium_path(game, batch, rng, allowed=alone)
         met = tenant_metrics(game, batch, fol.choice, fol.q)
         prices[m] = grid[best_price(grid[:, m], met.time[:, m], met.payment[:, m],
-                                    game.tenants.budget[m]), m]
+                                    game.tenants.budget[m], game.tenants.deadline_s[m]), m]
     return outcome(game, "independent_pricing", prices,
                    follower_equilibrium(game, prices, rng))
 

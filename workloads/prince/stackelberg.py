@@ -67,21 +67,28 @@ def outcome(game: Game, method: str, prices: np.ndarray, followers: Followers,
                        trace)
 
 
-def best_price(grid: np.ndarray, time: np.ndarray, payment: np.ndarray, budget: float) -> int:
-    """Index of the grid price with the shortest time within budget (ties: lower payment, price);
-    the cheapest price when none is within budget."""
+def best_price(grid: np.ndarray, time: np.ndarray, payment: np.ndarray, budget: float,
+               deadline: float = np.inf) -> int:
+    """Index of the grid price a tenant picks: the shortest time among prices within budget that
+    meet its deadline; when none meets it, the shortest time within budget (ties: lower payment,
+    then price); the cheapest price when none is within budget."""
     ok = payment <= budget * (1 + 1e-9)
     if not ok.any():
         return int(np.argmin(payment))
-    return int(np.lexsort((grid, payment, np.where(ok, time, np.inf), ~ok))[0])
+    meets = ok & (time <= deadline)
+    return int(np.lexsort((grid, payment, np.where(ok, time, np.inf), ~ok, ~meets))[0])
 
 
 def _content(met: TenantMetrics, grid: np.ndarray, price: float, g: int, m: int,
              game: Game) -> bool:
-    """Tenant m keeps its (in-budget) price unless grid point g cuts its time by min_improvement:
-    an eps-best response, which stops one-step price cycles between near-equal prices."""
+    """Tenant m keeps its (in-budget) price unless grid point g meets the deadline it misses or
+    cuts its time by min_improvement: an eps-best response, which stops one-step price cycles
+    between near-equal prices without ever trading the deadline away."""
     here = np.flatnonzero(grid == price)
     if not here.size or met.payment[here[0], m] > game.tenants.budget[m] * (1 + 1e-9):
+        return False
+    deadline = game.tenants.deadline_s[m]
+    if met.time[g, m] <= deadline < met.time[here[0], m]:
         return False
     return not met.time[g, m] < met.time[here[0], m] * (1 - game.params.min_improvement)
 
@@ -105,7 +112,8 @@ def stackelberg_prices(game: Game, rng: np.random.Generator,
             start = int(np.argmin(np.abs(grid[:, m] - prices[m])))
             fol = equilibrium_path(game, batch, rng, start, init=state.choice)
             met = tenant_metrics(game, batch, fol.choice, fol.q)
-            g = best_price(grid[:, m], met.time[:, m], met.payment[:, m], game.tenants.budget[m])
+            g = best_price(grid[:, m], met.time[:, m], met.payment[:, m],
+                           game.tenants.budget[m], game.tenants.deadline_s[m])
             if not np.isfinite(met.time[:, m]).any():   # empty at every grid price: raise it
                 new, follow = _raise_when_empty(game, rng, batch[-1], fol.pick(-1), m)
                 if new != prices[m]:
@@ -144,16 +152,19 @@ def _raise_when_empty(game: Game, rng: np.random.Generator, top: np.ndarray, at_
     within = met.payment[:, m] <= game.tenants.budget[m] * (1 + 1e-9)
     if not np.any(np.isfinite(met.time[:, m]) & within):
         return float(top[m]), at_top
-    g = best_price(ext, met.time[:, m], met.payment[:, m], game.tenants.budget[m])
+    g = best_price(ext, met.time[:, m], met.payment[:, m], game.tenants.budget[m],
+                   game.tenants.deadline_s[m])
     return float(ext[g]), fol.pick(g)
 
 
 def _least_total_time(game: Game, passes: list) -> tuple[np.ndarray, Followers]:
-    """The (prices, followers) among `passes` within most budgets, then serving most tenants (a
-    tenant nobody joined never reaches its target), then with least total time of those served."""
+    """The (prices, followers) among `passes` within most budgets, then meeting most deadlines,
+    then serving most tenants (a tenant nobody joined never reaches its target), then with least
+    total time of those served."""
     def key(entry):
         met = tenant_metrics(game, entry[0], entry[1].choice, entry[1].q)
         over = np.sum(met.payment > game.tenants.budget * (1 + 1e-9))
+        late = int(np.sum(~tm.deadline_met(met.time, game.tenants)))
         served = np.isfinite(met.time)
-        return over, int(np.sum(~served)), float(np.sum(met.time[served]))
+        return over, late, int(np.sum(~served)), float(np.sum(met.time[served]))
     return min(passes, key=key)

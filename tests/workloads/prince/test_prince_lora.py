@@ -81,8 +81,10 @@ def test_only_adapters_and_head_are_trained_and_sent(name):
     assert dev and all("lora_" in k for k in dev)  # device side: adapters only
     assert all(_lora_or_head(k) for k in srv)
     assert any(k.startswith("head.") for k in srv) and any("lora_" in k for k in srv)
-    head = {k for k, _ in lora.server.head.named_parameters()}
+    head = {k for k, p in lora.server.head.named_parameters() if p.requires_grad}
     assert {k.removeprefix("head.") for k in srv if k.startswith("head.")} == head
+    # a classifier trains its new head; LLaMA keeps its (pretrained) LM head frozen
+    assert (name == "llama") == (head == {"norm.weight"})
     # both sides' layers carry adapters (the cut does not drop them)
     assert any(k.startswith("stack.layers.0.") for k in srv)
     # what a device uploads and what the server aggregates: only those tensors, fewer bytes
@@ -113,8 +115,15 @@ def test_a_few_lora_steps_lower_the_loss():
 
 def test_lora_knobs_validate():
     assert TenantConfig().lora_rank == 0 and TenantConfig().lora_alpha is None
-    TenantConfig(lora_rank=8, lora_alpha=8.0).validate()
+    TenantConfig(lora_rank=8, lora_alpha=8.0, pretrained="auto").validate()
     with pytest.raises(ConfigError):
         TenantConfig(lora_alpha=16.0).validate()
     with pytest.raises(ValueError):
         build_tenant("vit", "tiny", cut_layer=1, lora_rank=-1)
+
+
+def test_lora_on_a_random_base_is_rejected_in_one_line():
+    with pytest.raises(ConfigError) as err:
+        TenantConfig(lora_rank=8).validate()
+    assert "lora_rank" in str(err.value) and "pretrained" in str(err.value)
+    assert "\n" not in str(err.value)
