@@ -37,8 +37,9 @@ class TenantConfig:
     budget: float = knob(400.0, "B_m: most the tenant pays over the run", gt=0)
     price_min: float = knob(0.0, "lowest price per round of participation", ge=0)
     price_max: float = knob(2.0, "highest price per round of participation", gt=0)
-    bound_eps: float = knob(1.0, "eps_m: the bound's target gap (R_m = (alpha S + beta)/eps)",
-                            gt=0)
+    bound_eps: Optional[float] = knob(None, "eps_m: the bound's target gap (R_m = (alpha S + "
+                                            "beta)/eps); null: from the target (the loss, or "
+                                            "1 - accuracy)", gt=0)
     alpha: float = knob(20.0, "alpha_m: weight of the participation variance in the bound", ge=0)
     beta: float = knob(2.0, "beta_m: the bound's full-participation part", ge=0)
     edge_gflops: float = knob(50.0, "F_m: the tenant's edge compute (GFLOP/s)", gt=0)
@@ -139,11 +140,37 @@ class TrainingConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """The bound's alpha, beta fitted from measured rounds to target (calibration.py)."""
+
+    measure: bool = knob(False, "run a calibration instead of the methods: every owner of each "
+                                "tenant at each level q, rounds to target measured, alpha and beta"
+                                " fitted; writes calibration.json (and `save_to`)")
+    levels: list[float] = knob([0.2, 0.5, 0.8, 1.0], "participation levels q a calibration "
+                                                     "measures", gt=0, le=1)
+    repeats: int = knob(2, "Bernoulli-draw seeds per level and aggregation", ge=1)
+    biased: bool = knob(True, "also measure plain FedAvg (biased aggregation) at each level < 1")
+    save_to: Optional[str] = knob(None, "also write the calibration JSON here (e.g. "
+                                        "experiments/prince/calibration/quickstart.json)")
+    file: Optional[str] = knob(None, "a calibration JSON whose alpha, beta, eps the game uses "
+                                     "(must match the tenants' models and targets); null: the "
+                                     "tenants' own alpha, beta", kind="file", must_exist=True)
+
+    def validate(self) -> None:
+        if self.measure and self.file:
+            raise ConfigError("file", "is set while measure is true",
+                              "a calibration run fits its own constants: set file: null")
+        if not self.levels:
+            raise ConfigError("levels", "is empty", "give participation levels in (0, 1]")
+
+
+@dataclass
 class PrinceConfig:
     tenants: TenantsConfig = knob(factory=TenantsConfig)
     market: MarketConfig = knob(factory=MarketConfig)
     training: TrainingConfig = knob(factory=TrainingConfig)
     federation: FederationConfig = knob(factory=FederationConfig)
+    calibration: CalibrationConfig = knob(factory=CalibrationConfig)
 
     def validate(self) -> None:
         if not self.training.methods:
@@ -159,9 +186,28 @@ class PrinceConfig:
                                   f"pick 0..{depth}")
         for name, t in self.tenants.enabled():
             check_pretrained(name, t.size, t.pretrained)
+        if self.calibration.file:
+            check_calibration(self.calibration.file, self.tenants.enabled())
         if self.tenants.llama.enabled and self.tenants.llama.target_metric != "loss":
             raise ConfigError("tenants.llama.target_metric", "llama is a causal LM",
                               "its target is a test loss: set target_metric: loss")
+
+
+def check_calibration(path: str, tenants: list) -> None:
+    """A stored calibration applies only to the tenants it was measured on."""
+    from workloads.prince import calibration
+
+    try:
+        stored = calibration.load(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError("calibration.file", f"{path} is not a calibration JSON ({err})",
+                          "give a file a calibration run wrote") from None
+    for name, t in tenants:
+        why = calibration.check_matches(stored, name, t)
+        if why:
+            raise ConfigError("calibration.file", f"{path} does not fit: {why}",
+                              "measure one for this config (prince.calibration.measure=true) "
+                              "or set calibration.file: null")
 
 
 def check_pretrained(name: str, size: str, pretrained: Optional[str]) -> None:

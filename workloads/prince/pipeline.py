@@ -88,9 +88,10 @@ def build_market(c: PrinceConfig, seed: int, rng: Callable[..., np.random.Genera
         profiles[name] = profile(name, t.size, t.cut_layer, t.pretrained, seed, t.lora_rank,
                                  t.lora_alpha)
     col = lambda f: np.array([f(t) for t in cfgs], dtype=float)  # noqa: E731
+    alpha, beta, eps = (np.array(v, dtype=float) for v in zip(*bound_constants(c).values()))
     tenants = Tenants(
-        names=tuple(names), target=col(lambda t: t.bound_eps), deadline_s=col(lambda t: t.deadline_s),
-        budget=col(lambda t: t.budget), alpha=col(lambda t: t.alpha), beta=col(lambda t: t.beta),
+        names=tuple(names), target=eps, deadline_s=col(lambda t: t.deadline_s),
+        budget=col(lambda t: t.budget), alpha=alpha, beta=beta,
         server_flops=np.array([profiles[n].server_flops for n in names]),
         device_flops=np.array([profiles[n].device_flops for n in names]),
         smashed_bytes=np.array([profiles[n].smashed_bytes for n in names], dtype=float),
@@ -105,6 +106,19 @@ def build_market(c: PrinceConfig, seed: int, rng: Callable[..., np.random.Genera
         kappa=uniform(mk.kappa_low, mk.kappa_high, fed.num_devices),
         energy_cost=uniform(mk.energy_cost_low, mk.energy_cost_high, fed.num_devices))
     return Market(list(names), tenants, devices, population, specs, profiles)
+
+
+def bound_constants(c: PrinceConfig) -> dict[str, tuple[float, float, float]]:
+    """(alpha_m, beta_m, eps_m) per enabled tenant: fitted by a calibration run when
+    `calibration.file` is set (validated to match), else the tenant's knobs, eps from its target
+    unless `bound_eps` overrides it."""
+    from workloads.prince import calibration
+
+    if c.calibration.file:
+        stored = calibration.load(c.calibration.file)
+        return {n: calibration.constants_for(stored, n) for n, _ in c.tenants.enabled()}
+    return {n: (t.alpha, t.beta, t.bound_eps or calibration.target_gap(t.target_metric, t.target))
+            for n, t in c.tenants.enabled()}
 
 
 def game_params(c: PrinceConfig):

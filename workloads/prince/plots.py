@@ -41,3 +41,30 @@ def progress_vs_time(names: list[str], runs: dict, targets: dict) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     return fig
+
+
+def calibration(stored: dict) -> Figure:
+    """Per tenant: measured rounds to target against the bound's variance term S (1/q-shaped),
+    unbiased (filled) and plain-FedAvg (open) points, the fitted bound as a line; censored runs
+    (target never met) drawn at the round cap with an up-arrow."""
+    tenants = stored["tenants"]
+    fig = Figure(figsize=(4 * max(len(tenants), 1), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(tenants), 1)))
+    for ax, (name, entry) in zip(axes, tenants.items()):
+        pts = entry["points"]
+        for agg, style in (("unbiased", dict(color="C0")), ("biased", dict(color="C3",
+                                                                            facecolors="none"))):
+            mine = [p for p in pts if p["aggregation"] == agg]
+            met = [p for p in mine if np.isfinite(p["rounds"])]
+            cens = [p for p in mine if not np.isfinite(p["rounds"])]
+            ax.scatter([p["S"] for p in met], [p["rounds"] for p in met], label=agg, **style)
+            ax.scatter([p["S"] for p in cens], [p["max_rounds"] for p in cens], marker="^",
+                       color=style["color"], alpha=0.6)
+        if pts and np.isfinite(entry["alpha"]):
+            s = np.linspace(0, max(p["S"] for p in pts) * 1.05, 50)
+            ax.plot(s, (entry["alpha"] * s + entry["beta"]) / entry["eps"], color="C0", lw=1,
+                    label=f"fit: alpha {entry['alpha']:.3g}, beta {entry['beta']:.3g}")
+        ax.set(title=name, xlabel="S = sum p^2 G^2 / q", ylabel="rounds to target")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig

@@ -8,7 +8,7 @@ fine-tunes on CIFAR-10, whose images and classes share nothing with MNIST; its c
 re-initialised at load (`ignore_mismatched_sizes` keeps only the backbone). [OURS]
 
     python -m workloads.prince.pretrain_vit --size tiny     # ~2 min on 2 CPUs
-    python -m workloads.prince.pretrain_vit --size small    # ~10 min
+    python -m workloads.prince.pretrain_vit --size small    # ~7 min
 
 writes `workloads/prince/pretrained/vit-<size>/` (config.json, model.safetensors in float16 to keep
 the repo small, PROVENANCE.md with the held-out MNIST accuracy). `pretrained: auto` on the ViT

@@ -44,6 +44,8 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     with ctx.federation.session(c.federation, functools.partial(
             programs.make_device_program, market.specs), market.population, servers) as fl:
         market = probe_grad_norms(c, market, fl)
+        if c.calibration.measure:
+            return calibrate(c, ctx, fl, market, init)
         outcomes, game = allocations(c, market, ctx.seed)
         _log_market(ctx.tracker, market, outcomes)
         runs = {method: _train_method(c, ctx, fl, method, market, game, outcomes[method], init)
@@ -75,18 +77,69 @@ def train_tenant(c: PrinceConfig, ctx: Any, fl: Any, method: str, m: int, name: 
                  game, alloc, initial: tuple[dict, dict], child: Any) -> dict:
     """Tenant `name`'s SFL rounds under `method` on the engine (bias-resilient unless the method
     is `biased_aggregation`), stopping at its target unless told to run every round."""
-    from workloads.prince.training import (BiasResilient, congestion_latency, round_entry,
-                                           tenant_result)
+    from workloads.prince.training import congestion_latency
 
-    strategy = BiasResilient(t, m, name, market, alloc, method != "biased_aggregation",
-                             ctx.seed, _evaluator(market.specs[name], t.test_limit, t.batch_size),
+    return sfl_run(c, fl, f"{method}-{name}", m, name, t, market, alloc,
+                   method != "biased_aggregation", ctx.seed, initial, child,
+                   latency=congestion_latency(game, m))
+
+
+def sfl_run(c: PrinceConfig, fl: Any, run_name: str, m: int, name: str, t, market, alloc,
+            unbiased: bool, seed: int, initial: tuple[dict, dict], child: Any,
+            **engine: Any) -> dict:
+    """One tenant's SFL rounds on the engine under `alloc` (who is enrolled, at which q), logged
+    per round to `child` under `run_name`, stopping at the target unless told otherwise."""
+    from workloads.prince.training import BiasResilient, round_entry, tenant_result
+
+    strategy = BiasResilient(t, m, name, market, alloc, unbiased, seed,
+                             _evaluator(market.specs[name], t.test_limit, t.batch_size),
                              c.training.stop_at_target)
     rounds = c.training.rounds if len(strategy.enrolled) else 0
     log = lambda r, h: child.log_metrics(  # noqa: E731
-        {f"{name}_{k}": v for k, v in round_entry(h).items() if k != "round"}, step=r)
-    result = fl.run(f"{method}-{name}", strategy, {"device": initial[0], "server": initial[1]},
-                    rounds, key=(c,), latency=congestion_latency(game, m), on_round=log)
+        {f"{run_name}_{k}": v for k, v in round_entry(h).items() if k != "round"}, step=r)
+    result = fl.run(run_name, strategy, {"device": initial[0], "server": initial[1]},
+                    rounds, key=(c,), on_round=log, **engine)
     return tenant_result(result.history, t)
+
+
+def calibrate(c: PrinceConfig, ctx: Any, fl: Any, market, init: dict) -> list[dict]:
+    """The calibration run (`calibration.measure`): for each tenant, level q and repeat, every
+    owner joins each round with probability q and SFL trains from `init` to the target, with p/q
+    re-weighting and (levels < 1) with plain FedAvg; alpha, beta fitted per tenant. Logs
+    calibration.json / calibration.csv / calibration.png, writes `save_to`, returns the points."""
+    from workloads.prince import calibration, plots
+
+    cal, points = c.calibration, []
+    for m, (name, t) in enumerate(c.tenants.enabled()):
+        data, grad = market.devices.data[:, m], market.devices.grad_norm[:, m]
+        with ctx.tracker.child(f"calibrate-{name}") as child:
+            for level in cal.levels:
+                alloc = calibration.LevelAllocation.owners_at(data, m, level)
+                S = calibration.variance_term(data, grad, alloc.q)
+                for unbiased in (True, False) if cal.biased and level < 1 else (True,):
+                    for rep in range(cal.repeats):
+                        run_name = f"{name}-q{level:g}-{'unbiased' if unbiased else 'biased'}-{rep}"
+                        out = ctx.cached(f"calibrate-{run_name}", (c,), lambda: sfl_run(
+                            c, fl, run_name, m, name, t, market, alloc, unbiased,
+                            1000 * ctx.seed + rep, init[name], child))
+                        hist = out["history"]
+                        points.append({
+                            "tenant": name, "level": level, "repeat": rep, "S": S,
+                            "aggregation": "unbiased" if unbiased else "biased",
+                            "rounds": calibration.measured_rounds(hist, t.target_metric, t.target),
+                            "max_rounds": c.training.rounds,
+                            f"final_{t.target_metric}": hist[-1][t.target_metric] if hist
+                            else float("nan")})
+    stored = calibration.build(points, dict(c.tenants.enabled()), {
+        "seed": ctx.seed, "num_devices": c.federation.num_devices, "rounds": c.training.rounds,
+        "levels": list(cal.levels), "repeats": cal.repeats})
+    ctx.tracker.log_text(calibration.dumps(stored), "calibration.json")
+    rows = [dict(p) for p in points]
+    ctx.tracker.log_table(rows, "calibration.csv")
+    ctx.tracker.log_figure(plots.calibration(stored), "calibration.png")
+    if cal.save_to:
+        calibration.save(stored, cal.save_to)
+    return rows
 
 
 def _evaluator(spec, test_limit: int, batch_size: int):
@@ -107,6 +160,8 @@ def _evaluator(spec, test_limit: int, batch_size: int):
 
 # --------------------------------------------------------------------------- reporting
 def _row(c: PrinceConfig, market, method: str, alloc, runs: dict, m: int, name: str) -> dict:
+    from workloads.prince.calibration import measured_rounds
+
     t = getattr(c.tenants, name)
     result = runs[name]
     hist = result["history"]
@@ -118,6 +173,8 @@ def _row(c: PrinceConfig, market, method: str, alloc, runs: dict, m: int, name: 
             "enrolled": int(alloc.enrolled[m]), "payment": float(alloc.payment[m]),
             "budget_ok": bool(alloc.budget_ok[m]),
             "predicted_time_s": float(alloc.time_to_target[m]),
+            "predicted_rounds": float(alloc.rounds_to_target[m]),
+            "measured_rounds": measured_rounds(hist, t.target_metric, t.target),
             "comm_bytes": float(result["comm_bytes"])}
 
 

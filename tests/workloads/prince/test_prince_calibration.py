@@ -1,0 +1,102 @@
+"""The bound that prices devices is fitted to measured training: a calibration run measures rounds
+to target over participation levels, fits alpha, beta (nonnegative least squares of R * eps on
+S), stores them with the points they came from, and a later run's game uses them; a stored
+calibration measured on other models or targets is refused before Ray starts."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.config import BadInput, load_experiment
+from orchestrator.tracking import KIND_TAG
+from tests.conftest import REPO, store
+from workloads.prince import calibration
+from workloads.prince.config import TenantConfig
+
+QUICKSTART = str(REPO / "experiments" / "prince" / "quickstart.yaml")
+
+
+def _points(alpha: float, beta: float, eps: float, S=(1.0, 2.0, 4.0, 8.0)) -> list[dict]:
+    return [{"tenant": "vit", "aggregation": "unbiased", "S": s,
+             "rounds": (alpha * s + beta) / eps} for s in S]
+
+
+def test_the_fit_recovers_the_bound_that_generated_the_rounds():
+    got = calibration.fit(_points(3.0, 5.0, 0.5), eps=0.5)
+    assert got["alpha"] == pytest.approx(3.0) and got["beta"] == pytest.approx(5.0)
+    assert got["r2"] == pytest.approx(1.0) and got["points"] == 4
+
+
+def test_the_fit_keeps_the_constants_nonnegative_and_ignores_censored_and_biased_points():
+    falling = [{"tenant": "vit", "aggregation": "unbiased", "S": s, "rounds": r}
+               for s, r in ((1.0, 9.0), (2.0, 7.0), (4.0, 5.0))]   # more variance, fewer rounds
+    extra = [{"tenant": "vit", "aggregation": "unbiased", "S": 8.0, "rounds": math.nan},
+             {"tenant": "vit", "aggregation": "biased", "S": 1.0, "rounds": 100.0}]
+    got = calibration.fit(falling + extra, eps=1.0)
+    assert got["alpha"] == 0.0 and got["beta"] == pytest.approx(7.0) and got["points"] == 3
+
+
+def test_eps_follows_the_target_and_rounds_count_from_the_first_of_two_hits():
+    assert calibration.target_gap("loss", 2.1) == 2.1
+    assert calibration.target_gap("accuracy", 0.8) == pytest.approx(0.2)
+    hist = [{"participants": 3, "loss": v} for v in (2.5, 2.0, 2.4, 2.0, 1.9)]
+    assert calibration.measured_rounds(hist, "loss", 2.1) == 4.0
+    assert math.isnan(calibration.measured_rounds(hist[:3], "loss", 2.1))
+
+
+def test_a_calibration_applies_only_to_the_tenant_it_was_measured_on():
+    t = TenantConfig(target_metric="loss", target=2.0)
+    stored = calibration.build(_points(3.0, 5.0, 2.0), {"vit": t}, {})
+    assert calibration.check_matches(stored, "vit", t) is None
+    assert "target=2.0" in calibration.check_matches(stored, "vit", TenantConfig(
+        target_metric="loss", target=1.5))
+    assert "no entry" in calibration.check_matches(stored, "bert", t)
+    point = stored["tenants"]["vit"]["points"][0]
+    assert point["predicted_rounds"] == pytest.approx(point["rounds"])
+
+
+def test_a_calibration_for_other_targets_fails_before_ray_starts(tmp_path):
+    path = tmp_path / "cal.json"
+    calibration.save(calibration.build(_points(3.0, 5.0, 2.0), {"vit": TenantConfig()}, {}), path)
+    with pytest.raises(BadInput, match=r"calibration\.file.*vit.*measured with"):
+        load_experiment(QUICKSTART, [f"prince.calibration.file={path}"])
+    with pytest.raises(BadInput, match=r"calibration\.file"):
+        load_experiment(QUICKSTART, [f"prince.calibration.file={tmp_path / 'none.json'}"])
+
+
+ONE_TENANT = ["prince.tenants.bert.enabled=false", "prince.tenants.whisper.enabled=false",
+              "prince.tenants.llama.enabled=false", "prince.tenants.vit.train_limit=160",
+              "prince.tenants.vit.test_limit=32", "prince.tenants.vit.target=2.4",
+              "prince.federation.num_devices=6", "prince.training.rounds=3",
+              "prince.market.price_points=4"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_a_calibration_run_stores_its_fit_and_a_later_run_prices_with_it(workdir):
+    saved = workdir / "cal.json"
+    assert main(["run", QUICKSTART, *ONE_TENANT, "prince.calibration.measure=true",
+                 "prince.calibration.levels=[0.5,1.0]", "prince.calibration.repeats=1",
+                 f"prince.calibration.save_to={saved}", "mlflow.experiment=prince-cal"]) == 0
+    stored = json.loads(saved.read_text())
+    vit = stored["tenants"]["vit"]
+    levels = {(p["level"], p["aggregation"]) for p in vit["points"]}
+    assert levels == {(0.5, "unbiased"), (0.5, "biased"), (1.0, "unbiased")}
+    assert vit["eps"] == pytest.approx(2.4) and vit["settings"]["target"] == 2.4
+    client = MlflowClient(store())
+    exp = client.get_experiment_by_name("prince-cal")
+    (parent,) = [r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get(KIND_TAG) == "run"]
+    assert {"calibration.json", "calibration.csv", "calibration.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    if not np.isfinite(vit["alpha"]):
+        pytest.skip("the tiny ViT never reached its target: nothing to apply")
+    cfg = load_experiment(QUICKSTART, [*ONE_TENANT, f"prince.calibration.file={saved}"])
+    from workloads.prince.pipeline import bound_constants
+
+    assert bound_constants(cfg.prince)["vit"] == (vit["alpha"], vit["beta"], vit["eps"])

@@ -1,0 +1,144 @@
+"""Calibrate the bound that values devices from measured training (SEEDS 2.2 form, fit [OURS]).
+
+The game prices devices with R_m(q) = (alpha_m S_m(q) + beta_m) / eps_m, where
+S_m(q) = sum_n p_n^2 G_n^2 / q_n over the tenant's enrolled devices (valuation.py). Hand-set
+alpha, beta say nothing about the real tenants, so a calibration run measures them: every owner of
+tenant m joins each round with probability q (one level at a time), SFL trains from the shared
+initial weights until the target, and the rounds it took are recorded. eps_m follows from the
+target (`target_gap`); the fit is nonnegative least squares of measured R * eps on S, so the bound
+with the fitted constants predicts the measured rounds (`predicted_rounds` beside every point).
+
+The same runs repeated with plain FedAvg (biased aggregation) show what the p/q re-weighting buys
+at each level. A stored calibration (JSON: constants, every measured point, and the config it was
+measured under) is applied to a later run with `prince.calibration.file`; `check_matches` refuses
+one measured on other models or targets.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# the tenant settings a calibration depends on: a stored one applies only where these agree
+MATCHED = ("size", "cut_layer", "pretrained", "lora_rank", "target_metric", "target", "lr",
+           "optimizer", "batch_size", "local_steps", "train_limit")
+
+
+@dataclass(frozen=True)
+class LevelAllocation:
+    """Every owner of tenant m enrolled at participation level q: what `BiasResilient` reads."""
+
+    choice: np.ndarray  # (N,) m for owners, -1 elsewhere
+    q: np.ndarray       # (N,) q for owners, 0 elsewhere
+
+    @classmethod
+    def owners_at(cls, data_m: np.ndarray, m: int, level: float) -> "LevelAllocation":
+        owners = data_m > 0
+        return cls(np.where(owners, m, -1), np.where(owners, level, 0.0))
+
+
+def target_gap(metric: str, target: float) -> float:
+    """eps_m from the tenant's target: the loss itself for a loss target (F* >= 0 taken as 0),
+    the error rate 1 - target for an accuracy target."""
+    return float(target if metric == "loss" else 1.0 - target)
+
+
+def variance_term(data_m: np.ndarray, grad_m: np.ndarray, q: np.ndarray) -> float:
+    """S_m(q) = sum_n p_n^2 G_n^2 / q_n over the devices with q_n > 0 (p_n: data share)."""
+    on = q > 0
+    p = data_m[on] / data_m[on].sum()
+    return float(np.sum(p ** 2 * grad_m[on] ** 2 / q[on]))
+
+
+def measured_rounds(history: list[dict], metric: str, target: float) -> float:
+    """Rounds until the target: the first of two consecutive rounds with participants that meet
+    it (as `training.time_to_target`), counted from 1; nan when it never did (censored)."""
+    from workloads.prince.training import reached
+
+    hit = [h["participants"] > 0 and reached(metric, h[metric], target) for h in history]
+    return next((float(r) for r in range(1, len(hit)) if hit[r - 1] and hit[r]), math.nan)
+
+
+def fit(points: list[dict], eps: float) -> dict:
+    """alpha, beta >= 0 minimising sum (alpha S + beta - R eps)^2 over the uncensored unbiased
+    points; with fewer than two, beta alone (alpha 0) or nothing (nan)."""
+    from scipy.optimize import nnls
+
+    use = [p for p in points if p["aggregation"] == "unbiased" and np.isfinite(p["rounds"])]
+    if not use:
+        return {"alpha": math.nan, "beta": math.nan, "eps": eps, "points": 0, "r2": math.nan}
+    S = np.array([p["S"] for p in use])
+    y = np.array([p["rounds"] for p in use]) * eps
+    if len(use) < 2 or np.ptp(S) == 0:
+        (alpha, beta), r2 = (0.0, float(y.mean())), math.nan
+    else:
+        (alpha, beta), _ = nnls(np.column_stack([S, np.ones_like(S)]), y)
+        resid = y - (alpha * S + beta)
+        r2 = float(1 - resid @ resid / max(((y - y.mean()) ** 2).sum(), 1e-12))
+    return {"alpha": float(alpha), "beta": float(beta), "eps": eps, "points": len(use), "r2": r2}
+
+
+def predicted_rounds(constants: dict, S: float) -> float:
+    return (constants["alpha"] * S + constants["beta"]) / constants["eps"]
+
+
+def tenant_settings(tenant_cfg: Any) -> dict:
+    return {k: getattr(tenant_cfg, k) for k in MATCHED}
+
+
+def build(points: list[dict], tenants: dict[str, Any], meta: dict) -> dict:
+    """The stored calibration: per tenant its constants, its settings and its points (each with
+    the fitted bound's prediction)."""
+    out = {"meta": meta, "tenants": {}}
+    for name, t in tenants.items():
+        mine = [p for p in points if p["tenant"] == name]
+        constants = fit(mine, target_gap(t.target_metric, t.target))
+        for p in mine:
+            p["predicted_rounds"] = (predicted_rounds(constants, p["S"])
+                                     if np.isfinite(constants["alpha"]) else math.nan)
+        out["tenants"][name] = {**constants, "settings": tenant_settings(t), "points": mine}
+    return out
+
+
+def save(calibration: dict, path: str | Path) -> Path:
+    """Write atomically (a half-written file would be read as a broken calibration later)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(dumps(calibration))
+    tmp.replace(path)
+    return path
+
+
+def dumps(calibration: dict) -> str:
+    return json.dumps(calibration, indent=1, default=_plain) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def load(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def check_matches(calibration: dict, name: str, tenant_cfg: Any) -> str | None:
+    """Why `calibration` does not apply to tenant `name` as configured (None: it does)."""
+    entry = calibration.get("tenants", {}).get(name)
+    if entry is None:
+        return f"it has no entry for tenant {name!r}"
+    if not np.isfinite(entry.get("alpha", math.nan)):
+        return f"tenant {name!r} never reached its target while it was measured"
+    theirs, ours = entry["settings"], tenant_settings(tenant_cfg)
+    differ = [k for k in MATCHED if theirs.get(k) != ours[k]]
+    return (f"tenant {name!r} was measured with {', '.join(f'{k}={theirs.get(k)!r}' for k in differ)}"
+            f" (this config: {', '.join(f'{k}={ours[k]!r}' for k in differ)})") if differ else None
+
+
+def constants_for(calibration: dict, name: str) -> tuple[float, float, float]:
+    entry = calibration["tenants"][name]
+    return entry["alpha"], entry["beta"], entry["eps"]
