@@ -19,13 +19,30 @@ Orchestration (Ray, MLflow; only these see the run context):
   training.py     SFL rounds with bias-resilient (p/q) or plain FedAvg aggregation
   workload.py     run: one child run per method; trial: the game alone, for Tune sweeps
 """
+from orchestrator.claims import Claim
 from orchestrator.workload import Workload
 from workloads.prince.config import PrinceConfig
-from workloads.prince.workload import resource_requests, run, trial, trial_metrics
+from workloads.prince.workload import (STATE_OF_THE_ART, resource_requests, run, speedup_over,
+                                       targets_met_percent, trial, trial_metrics)
+
+CLAIMS = (
+    Claim("PRINCE's largest speed-up over the state of the art (max over tenants of the "
+          "strongest pricing baseline's time to target / PRINCE's)",
+          "up to 3.07x (abstract)", 3.07, speedup_over(STATE_OF_THE_ART, "max"), null=1.0,
+          unit="x"),
+    Claim("PRINCE fine-tunes faster than the state of the art (geometric mean over tenants)",
+          "faster (abstract; no mean given)", 1.0, speedup_over(STATE_OF_THE_ART, "geomean"),
+          null=1.0, unit="x"),
+    Claim("PRINCE meets every tenant's target within its deadline", "always (abstract)", 100.0,
+          targets_met_percent, unit="%"),
+    Claim("bias-resilient aggregation is faster than plain FedAvg at the same prices "
+          "(geometric mean over tenants)", "the component (abstract; no figure)", 1.0,
+          speedup_over(("biased_aggregation",), "geomean"), null=1.0, unit="x"),
+)
 
 WORKLOAD = Workload(
     name="prince", config_cls=PrinceConfig, run=run, trial=trial, trial_metrics=trial_metrics,
-    resource_requests=resource_requests, reference="prince",
+    resource_requests=resource_requests, reference="prince", claims=CLAIMS,
     description="multi-tenant split federated fine-tuning (ViT, BERT, Whisper, LLaMA) with "
                 "Stackelberg pricing (PRINCE) vs uniform, independent, random, biased, full")
 

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from workloads.prince import whisper_ct2
 # the plain data (and the wheel finders) live in tenant_specs, which `config` imports without torch
 from workloads.prince.tenant_specs import (AUDIO_SECONDS, AUTO_SOURCE,  # noqa: F401
+                                           minilm_dir, whisper_dir,
                                            IGNORE, NUM_CLASSES, SEQ_LEN,  # noqa: F401
                                            SIZES, TENANTS, ZOO,
                                            auto_weights)
@@ -104,7 +105,7 @@ def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | Non
         # converter's two tqdm bars would land in the run's terminal: one log line instead.
         log.info("tenant %s: loading pretrained weights from %s", name, path / gguf.get(
             "gguf_file", ""))
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), _quiet_transformers():
             model = model_cls.from_pretrained(str(path), local_files_only=True,
                                               dtype=torch.float32, ignore_mismatched_sizes=True,
                                               **gguf, **_TASK[name])
@@ -112,6 +113,19 @@ def build_full_model(name: str, size: str = "tiny", pretrained: str | Path | Non
         model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())  # untie
         model.config.tie_word_embeddings = False
     return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No per-actor LOAD REPORT tables (a new task head is *meant* to start random)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _whisper_ct2(model_cls, path: Path) -> nn.Module:

@@ -113,3 +113,36 @@ def test_speedup_is_the_baselines_time_over_princes_and_says_who_never_got_there
     got = {(r["baseline"], r["tenant"]): r["speedup"] for r in speedups(rows)}
     assert got[("uniform_price", "vit")] == 2.5 and got[("random_assignment", "vit")] == inf
     assert got[("uniform_price", "bert")] == 0.0 and np.isnan(got[("random_assignment", "bert")])
+
+
+def _row(seed, method, tenant, time, ran=10.0, met=True):
+    return {"seed": seed, "method": method, "tenant": tenant, "time_to_target_s": time,
+            "sim_seconds": ran, "target_met": met}
+
+
+def test_speedups_over_a_run_that_never_got_there_are_lower_bounds_from_the_time_it_ran():
+    from workloads.prince.workload import with_prince_speedup
+
+    inf = float("inf")
+    rows = with_prince_speedup([_row(0, "prince", "vit", 2.0), _row(0, "uniform_price", "vit", 5.0),
+                                _row(0, "random_assignment", "vit", inf, ran=8.0)])
+    assert [r["prince_speedup"] for r in rows] == [1.0, 2.5, 4.0]
+
+
+def test_the_claims_pick_each_tenants_strongest_baseline_once_and_pair_it_seed_by_seed():
+    from workloads.prince import CLAIMS
+
+    largest, mean, met, bias = CLAIMS
+    rows = []
+    for seed, (vit_u, vit_i) in enumerate(((4.0, 6.0), (2.0, 8.0))):  # uniform strongest on vit
+        rows += [_row(seed, "prince", "vit", 1.0), _row(seed, "uniform_price", "vit", vit_u),
+                 _row(seed, "independent_pricing", "vit", vit_i),
+                 _row(seed, "prince", "bert", 2.0, met=seed == 0),
+                 _row(seed, "uniform_price", "bert", 3.0),
+                 _row(seed, "independent_pricing", "bert", 1.0),   # faster than PRINCE
+                 _row(seed, "biased_aggregation", "vit", 2.0),
+                 _row(seed, "biased_aggregation", "bert", 2.0)]
+    assert largest.per_seed(rows) == [4.0, 2.0]                     # vit over uniform_price
+    assert mean.per_seed(rows) == pytest.approx([np.sqrt(4 * 0.5), np.sqrt(2 * 0.5)])
+    assert met.per_seed(rows) == [100.0, 50.0]
+    assert bias.per_seed(rows) == pytest.approx([np.sqrt(2.0), np.sqrt(2.0)])
