@@ -59,12 +59,14 @@ def calibration(stored: dict) -> Figure:
             cens = [p for p in mine if not np.isfinite(p["rounds"])]
             ax.scatter([p["S"] for p in met], [p["rounds"] for p in met], label=agg, **style)
             ax.scatter([p["S"] for p in cens], [p["max_rounds"] for p in cens], marker="^",
-                       color=style["color"], alpha=0.6)
+                       color=style["color"], alpha=0.6,
+                       label=f"{agg}: not reached by the cap" if cens else None)
         if pts and np.isfinite(entry["alpha"]):
             s = np.linspace(0, max(p["S"] for p in pts) * 1.05, 50)
             ax.plot(s, (entry["alpha"] * s + entry["beta"]) / entry["eps"], color="C0", lw=1,
                     label=f"fit: alpha {entry['alpha']:.3g}, beta {entry['beta']:.3g}")
         ax.set(title=name, xlabel="S = sum p^2 G^2 / q", ylabel="rounds to target")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return fig

@@ -216,7 +216,7 @@ def censored_time(row: dict) -> float:
 
 def _by_seed(rows: list[dict]) -> dict:
     out: dict = {}
-    for r in rows:
+    for r in (r for r in rows if "method" in r):  # a calibration run's points have none
         out.setdefault(r.get("seed", 0), {})[(r["method"], r["tenant"])] = r
     return out
 
