@@ -115,18 +115,22 @@ def test_speedup_is_the_baselines_time_over_princes_and_says_who_never_got_there
     assert got[("uniform_price", "bert")] == 0.0 and np.isnan(got[("random_assignment", "bert")])
 
 
-def _row(seed, method, tenant, time, ran=10.0, met=True):
+def _row(seed, method, tenant, time, ran=10.0, met=True, deadline=6.0):
     return {"seed": seed, "method": method, "tenant": tenant, "time_to_target_s": time,
-            "sim_seconds": ran, "target_met": met}
+            "sim_seconds": ran, "target_met": met, "deadline_s": deadline}
 
 
-def test_speedups_over_a_run_that_never_got_there_are_lower_bounds_from_the_time_it_ran():
+def test_a_missed_target_is_charged_the_longer_of_the_time_run_and_the_deadline():
     from workloads.prince.workload import with_prince_speedup
 
     inf = float("inf")
     rows = with_prince_speedup([_row(0, "prince", "vit", 2.0), _row(0, "uniform_price", "vit", 5.0),
-                                _row(0, "random_assignment", "vit", inf, ran=8.0)])
-    assert [r["prince_speedup"] for r in rows] == [1.0, 2.5, 4.0]
+                                _row(0, "random_assignment", "vit", inf, ran=8.0),
+                                _row(0, "independent_pricing", "vit", inf, ran=0.0)])
+    assert [r["prince_speedup"] for r in rows] == [1.0, 2.5, 4.0, 3.0]  # nobody enrolled: 6 s
+    both_missed = with_prince_speedup([_row(0, "prince", "bert", inf, ran=3.0),
+                                       _row(0, "uniform_price", "bert", inf, ran=0.0)])
+    assert [r["prince_speedup"] for r in both_missed] == [1.0, 1.0]
 
 
 def test_the_claims_pick_each_tenants_strongest_baseline_once_and_pair_it_seed_by_seed():
