@@ -34,7 +34,7 @@ CLAIMS = (
           "faster (abstract; no mean given)", 1.0, speedup_over(STATE_OF_THE_ART, "geomean"),
           null=1.0, unit="x"),
     Claim("PRINCE meets every tenant's target within its deadline", "always (abstract)", 100.0,
-          targets_met_percent, unit="%"),
+          targets_met_percent, null=99.9, unit="%"),  # "always": anything short of 100% fails
     Claim("bias-resilient aggregation is faster than plain FedAvg at the same prices "
           "(geometric mean over tenants)", "the component (abstract; no figure)", 1.0,
           speedup_over(("biased_aggregation",), "geomean"), null=1.0, unit="x"),
