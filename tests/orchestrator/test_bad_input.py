@@ -215,6 +215,7 @@ SWEEP_RULES = [
          id="prince-kappa-grids-cross"),
     case("validate", "prince/sweep",
          ["prince.tenants.bert.lora_rank=8", "prince.tenants.bert.lora_alpha=16",
+          "prince.tenants.bert.pretrained=auto",  # LoRA on a random base is refused on its own
           "sweep.params.prince.tenants.bert.lora_rank={grid: [0, 8]}",
           "sweep.params.prince.tenants.bert.lora_alpha={grid: [16.0, 32.0]}"],
          "sweep.params.prince.tenants.bert.lora_rank", "the value 0", "lora_alpha",
