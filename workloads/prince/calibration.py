@@ -55,12 +55,12 @@ def variance_term(data_m: np.ndarray, grad_m: np.ndarray, q: np.ndarray) -> floa
 
 
 def measured_rounds(history: list[dict], metric: str, target: float) -> float:
-    """Rounds until the target: the first of two consecutive rounds with participants that meet
-    it (as `training.time_to_target`), counted from 1; nan when it never did (censored)."""
-    from workloads.prince.training import reached
+    """Rounds until the target (`training.first_sustained_hit`, counted from 1); nan when it
+    never got there (censored)."""
+    from workloads.prince.training import first_sustained_hit
 
-    hit = [h["participants"] > 0 and reached(metric, h[metric], target) for h in history]
-    return next((float(r) for r in range(1, len(hit)) if hit[r - 1] and hit[r]), math.nan)
+    r = first_sustained_hit(history, metric, target)
+    return math.nan if r is None else float(r + 1)
 
 
 def fit(points: list[dict], eps: float) -> dict:

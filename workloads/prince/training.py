@@ -53,14 +53,17 @@ def reached(metric: str, value: float, target: float) -> bool:
     return value >= target if metric == "accuracy" else value <= target
 
 
-def time_to_target(history: list[dict], metric: str, target: float) -> float:
-    """Simulated seconds at the first of two consecutive rounds with participants that meet the
-    target; inf if that never happened."""
+def first_sustained_hit(history: list[dict], metric: str, target: float) -> int | None:
+    """Index of the first of two consecutive rounds with participants that meet the target (one
+    lucky evaluation of a small test set does not count); None if that never happened."""
     hit = [h["participants"] > 0 and reached(metric, h[metric], target) for h in history]
-    for r in range(1, len(history)):
-        if hit[r - 1] and hit[r]:
-            return history[r - 1]["cum_sim_seconds"]
-    return float("inf")
+    return next((r - 1 for r in range(1, len(hit)) if hit[r - 1] and hit[r]), None)
+
+
+def time_to_target(history: list[dict], metric: str, target: float) -> float:
+    """Simulated seconds at `first_sustained_hit`; inf if that never happened."""
+    r = first_sustained_hit(history, metric, target)
+    return float("inf") if r is None else history[r]["cum_sim_seconds"]
 
 
 class BiasResilient(Strategy):
