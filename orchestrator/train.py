@@ -107,7 +107,7 @@ class DistributedResult:
 
 def run_distributed(train_loop: Callable[[dict], None], loop_config: dict, num_workers: int,
                     use_gpu: bool, storage_path: str, name: str, max_failures: int = 1,
-                    cpus_per_worker: float = 1) -> DistributedResult:
+                    cpus_per_worker: float = 1, gpus_per_worker: float = 1) -> DistributedResult:
     """Run `train_loop(loop_config)` on `num_workers` Ray Train workers with a torch process group.
 
     A failed worker restarts the whole group (up to `max_failures` times); the loop resumes from
@@ -117,7 +117,7 @@ def run_distributed(train_loop: Callable[[dict], None], loop_config: dict, num_w
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,

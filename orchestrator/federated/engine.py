@@ -16,6 +16,7 @@ resumed reaches exactly the state of an uninterrupted one. Every round's randomn
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -28,6 +29,7 @@ from orchestrator.federated.population import Population
 from orchestrator.state import atomic_save, digest
 from orchestrator.workload import derive_rng
 
+log = logging.getLogger(__name__)
 SELECT_STREAM = 7  # derive_rng(seed, round, SELECT_STREAM): who is online and who is drawn
 
 
@@ -65,6 +67,9 @@ class Service:
     max_restarts: int = 1
 
 
+SHUTDOWN_S = 120  # how long a service's shutdown() may take before it is killed anyway
+
+
 @dataclass
 class FederatedRun:
     state: dict
@@ -92,7 +97,7 @@ class Federation:
         finally:
             if actors is not None:
                 actors.shutdown()
-            stop_services(handles)
+            stop_services(handles, services or {})
 
 
 def start_services(specs: Mapping[str, Service]) -> dict[str, Any]:
@@ -102,9 +107,18 @@ def start_services(specs: Mapping[str, Service]) -> dict[str, Any]:
         s.cls).remote(*s.args) for name, s in specs.items()}
 
 
-def stop_services(handles: Mapping[str, Any]) -> None:
+def stop_services(handles: Mapping[str, Any], specs: Mapping[str, Service]) -> None:
+    """Services with a `shutdown()` method (those that run a Ray Train group) are asked to stop
+    cleanly, all at once; then every actor is killed."""
     import ray
 
+    stopping = {name: handle.shutdown.remote() for name, handle in handles.items()
+                if hasattr(specs[name].cls, "shutdown")}
+    for name, ref in stopping.items():
+        try:
+            ray.get(ref, timeout=SHUTDOWN_S)
+        except Exception as err:  # noqa: BLE001 - a dead service must not hide the run's result
+            log.warning("service %s did not shut down cleanly: %s", name, err)
     for handle in handles.values():
         ray.kill(handle)
 

@@ -134,8 +134,11 @@ class TrainingConfig:
                               choices=METHODS)
     rounds: int = knob(12, "most SFL rounds per tenant (training stops at the target)", ge=1)
     stop_at_target: bool = knob(True, "stop a tenant's training once it reaches its target")
-    server_cpus: float = knob(0.25, "CPUs of each tenant's edge-server actor", gt=0)
-    server_gpus: float = knob(0.0, "GPUs of each tenant's edge-server actor", ge=0)
+    server_workers: int = knob(1, "Ray Train ranks of each tenant's edge server (each server step"
+                                  " split over them, gradients all-reduced)", ge=1)
+    server_cpus: float = knob(0.25, "CPUs of each edge-server rank (a Ray Train worker)", gt=0)
+    server_gpus: float = knob(0.0, "GPUs of each edge-server rank (> 0: NCCL between ranks)",
+                              ge=0)
     probe_batch: int = knob(8, "samples per device for the gradient-norm estimate G_n", ge=1)
 
 

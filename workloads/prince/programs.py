@@ -1,4 +1,4 @@
-"""What runs off the driver: the device side on the engine's pool, the edge server in its actor.
+"""The device side of every tenant, on the engine's pool (the edge server: `edge_server.py`).
 
 * `SflDeviceProgram` (a `DeviceProgram` on the federated pool; many simulated devices per actor),
   told what to do by its instructions (`training.Probe` / `training.SflRound`):
@@ -7,13 +7,14 @@
   - `SflRound`: E local SplitFed steps; each step's smashed data goes to the tenant's
     `EdgeServer` (an engine service) and its gradient comes back. The device uploads its W^C
     delta with the aggregation weight the strategy chose (p_n/q_n unbiased, or p_n for FedAvg).
-* `EdgeServer` (one engine service per tenant): SplitFed-V1's main server, one W^S copy per
-  device in the round, aggregated with the same weights as the device side.
+* `edge_server.EdgeServer` (one engine service per tenant, computing on Ray Train):
+  SplitFed-V1's main server, one W^S copy per device in the round, aggregated with the same
+  weights as the device side.
 
 Models are rebuilt from (tenant, size, cut, pretrained, seed, LoRA rank/alpha) where they run, so
 only weights and smashed data cross process boundaries; states and deltas hold the trainable
 tensors only (under LoRA: the adapters and the head). Both sides compute on
-`runtime.torch_device()` (the actor's GPU share when Ray gave it one, else the CPU) and exchange
+their process's device (the GPU share Ray gave it, else the CPU) and exchange
 CPU tensors only: smashed data, labels and gradients at the cut, states and deltas.
 """
 from __future__ import annotations
@@ -142,43 +143,3 @@ class SflDeviceProgram:
 
 def make_device_program(specs: dict[str, TenantSpec]) -> SflDeviceProgram:
     return SflDeviceProgram(specs)
-
-
-class EdgeServer:
-    """One tenant's edge server (a Ray actor): W^S, a copy per device this round, aggregation."""
-
-    def __init__(self, spec: TenantSpec):
-        import torch
-
-        from workloads.prince.split import ServerSide
-
-        torch.set_num_threads(1)
-        self.device = torch_device()
-        # in place on this actor's own cached split; ServerSide copies it (states on the device)
-        self.side = ServerSide(split_of(spec).server.to(self.device), spec.lr, spec.optimizer)
-
-    def begin_round(self, state: dict | None = None) -> None:
-        self.side.begin_round(None if state is None else _to(state, self.device))
-
-    def state(self) -> dict:
-        return {k: v.cpu() for k, v in self.side.state().items()}
-
-    def step(self, device: int, smashed, labels, mask, first: bool = False):
-        """One server step for `device`; `first` drops any copy a failed attempt left behind.
-        CPU tensors in and out (the gradient at the cut); the step runs on this actor's device."""
-        if first:
-            self.side.copies.pop(device, None)
-        loss, grad = self.side.step(device, smashed.to(self.device), labels.to(self.device),
-                                    None if mask is None else mask.to(self.device))
-        return loss, grad.cpu()
-
-    def aggregate(self, weights: dict[int, float], normalize: bool) -> dict:
-        """W^S + sum_n w_n delta_n (normalised by sum w_n for plain FedAvg); the round's copies
-        are freed as they are summed."""
-        start, total = self.side.state(), sum(weights.values())
-        scale = 1.0 / total if normalize and total > 0 else 1.0
-        out = {k: v.clone() for k, v in start.items()}
-        for device, w in sorted(weights.items()):
-            for k, d in self.side.pop_delta(device).items():
-                out[k] += scale * w * d
-        return {k: v.cpu() for k, v in out.items()}

@@ -228,3 +228,14 @@ class ServerSide:
         out = self.delta(device_id)
         self.copies.pop(device_id, None)
         return out
+
+    def aggregate(self, weights: dict[int, float], normalize: bool) -> dict[str, torch.Tensor]:
+        """W^S + sum_n w_n delta_n (divided by sum_n w_n when `normalize`: plain FedAvg); each
+        device's copy is freed as it is summed."""
+        total = sum(weights.values())
+        scale = 1.0 / total if normalize and total > 0 else 1.0
+        out = self.state()
+        for device_id, w in sorted(weights.items()):
+            for k, d in self.pop_delta(device_id).items():
+                out[k] += scale * w * d
+        return out

@@ -11,6 +11,7 @@ so `run --resume` continues after the last one.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,6 @@ CAP = 1e7  # seconds: a tenant that never reaches its target counts as this slow
 
 # --------------------------------------------------------------------------- run
 def run(cfg: Any, ctx: Any) -> list[dict]:
-    from orchestrator.federated.engine import Service
     from workloads.prince import programs
     from workloads.prince.data import load_tenant_data
 
@@ -35,8 +35,7 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     labels = {n: d.labels.numpy() if d.labels.ndim == 1 else np.zeros(len(d), int)
               for n, d in train.items()}
     market = build_market(c, ctx.seed, ctx.rng, labels=labels)
-    servers = {n: Service(programs.EdgeServer, (s,), c.training.server_cpus,
-                          c.training.server_gpus) for n, s in market.specs.items()}
+    servers = edge_servers(c, market.specs, ctx.checkpoint_dir)
     # Every method starts from these weights. Taken once, before any evaluation: the evaluator
     # loads each round's weights into the driver's cached split, so reading the initial state
     # from it per method warm-started every method with the previous method's trained model.
@@ -55,6 +54,18 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     ctx.tracker.log_table(speedups(rows), "speedups.csv")
     _figures(ctx.tracker, c, names, outcomes, runs)
     return rows
+
+
+def edge_servers(c: PrinceConfig, specs: dict, checkpoint_dir: Any) -> dict:
+    """One engine service per tenant: the mailbox of its edge server on Ray Train, whose runs
+    and checkpoints go under the run's checkpoint folder."""
+    from orchestrator.federated.engine import Service
+    from workloads.prince.edge_server import EdgeServer, ServerGroup
+
+    storage = Path(checkpoint_dir).resolve() / "edge_servers"
+    group = ServerGroup(c.training.server_workers, c.training.server_cpus,
+                        c.training.server_gpus, str(storage))
+    return {n: Service(EdgeServer, (spec, group), cpus=0) for n, spec in specs.items()}
 
 
 def _train_method(c: PrinceConfig, ctx: Any, fl: Any, method: str, market, game, alloc,
@@ -302,13 +313,15 @@ def trial(cfg: Any, ctx: Any) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- resources
 def resource_requests(cfg: Any, kind: str) -> list[ResourceRequest]:
-    """`run` holds the device pool and one edge-server actor per tenant at once (devices call
-    their tenant's server mid-round); `trial` plays the game alone, on no Ray resources."""
+    """`run` holds the device pool and every tenant's edge-server ranks (Ray Train workers) at
+    once (devices call their tenant's server mid-round); `trial` plays the game alone, on no
+    Ray resources."""
     if kind == "trial":
         return []
     c, key = cfg.prince, "prince.training"
-    servers = ResourceRequest("edge-server actors, one per tenant", c.training.server_cpus,
-                              c.training.server_gpus, len(c.tenants.enabled()),
+    servers = ResourceRequest("edge-server ranks (Ray Train workers), server_workers per tenant",
+                              c.training.server_cpus, c.training.server_gpus,
+                              len(c.tenants.enabled()) * c.training.server_workers,
                               cpus_key=f"{key}.server_cpus", gpus_key=f"{key}.server_gpus",
                               phase="training")
     return [device_pool_request(c.federation, "prince.federation", phase="training"), servers]
