@@ -289,6 +289,9 @@ def _print_summary(rows: list[dict], cfg, out) -> None:
                       highlight=False, soft_wrap=True)
 
 
+TEXT_MIN = 8  # characters a text column keeps in a narrow terminal (its cells fold)
+
+
 def _print_table(rows: list[dict], wrap: bool = False) -> None:
     """Numbers are never cropped: text cells wrap, and a table too wide for the terminal even so
     is printed long, one (field, value) table per row. With `wrap`, long text cells wrap too, so
@@ -308,16 +311,18 @@ def _print_table(rows: list[dict], wrap: bool = False) -> None:
     table = Table()
     for name in columns:
         numeric = all(isinstance(r.get(name), (int, float, type(None))) for r in rows)
+        longest = max((len(_fmt(r.get(name))) for r in rows), default=1)
+        # rich would squeeze a text column to nothing to fit the numbers: fold it at TEXT_MIN
         table.add_column(name, overflow="fold", no_wrap=numeric and not wrap,
-                         min_width=max((len(_fmt(r.get(name))) for r in rows), default=1)
-                         if numeric else None)
+                         min_width=longest if numeric else min(TEXT_MIN, longest))
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
     console.print(table)
 
 
-def _least_width(rows: list[dict], columns: list[str], text_min: int = 8) -> int:
-    """The narrowest the table can be with every number whole: text folds to `text_min`."""
+def _least_width(rows: list[dict], columns: list[str], text_min: int = TEXT_MIN) -> int:
+    """The narrowest the table can be with every number whole: text folds to `text_min`
+    (TEXT_MIN when printing)."""
     width = 1
     for c in columns:
         cells = [_fmt(r.get(c)) for r in rows]

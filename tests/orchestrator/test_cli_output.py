@@ -88,6 +88,21 @@ def test_a_table_wider_than_the_terminal_prints_long_and_keeps_every_digit(monke
     assert max(map(len, text.splitlines())) <= 80
 
 
+def test_text_columns_fold_but_are_never_squeezed_away_beside_whole_numbers(monkeypatch):
+    """prince's results in an 80-column terminal: the numbers fill most of the width, yet the
+    method and tenant names stay readable (rich alone shrank them to zero characters)."""
+    rows = [{"method": method, "tenant": tenant, "time_to_target": 123.456, "price": 1.6,
+             "devices": 3, "payment": 49.94}
+            for method in ("prince", "random_assignment") for tenant in ("vit", "whisper")]
+    terminal = Console(width=64, force_terminal=True, color_system=None)
+    monkeypatch.setattr(cli, "console", terminal)
+    with terminal.capture() as captured:
+        cli._print_table(rows)
+    text = captured.get()
+    assert "whisper" in text and "prince" in text and "random_a" in text
+    assert max(map(len, text.splitlines())) <= 64
+
+
 def test_the_ui_command_is_the_light_loopback_one_and_the_link_opens_the_runs():
     command = ui_command("sqlite:///mlflow.db")
     assert "--host 127.0.0.1" in command and "--workers 1" in command

@@ -14,7 +14,8 @@ Plain, Ray-free algorithm modules:
   split.py        SplitFed-V1: device forward, server step, gradient at the cut
   data.py         the tenants' shipped data
 Orchestration (Ray, MLflow; only these see the run context):
-  programs.py     the device side on the federated pool, one EdgeServer actor per tenant
+  programs.py     the device side on the federated pool
+  edge_server.py  each tenant's edge server: an engine service answered by a Ray Train group
   pipeline.py     draw the market, profile the splits, probe G_n, price every method
   training.py     SFL rounds with bias-resilient (p/q) or plain FedAvg aggregation
   workload.py     run: one child run per method; trial: the game alone, for Tune sweeps

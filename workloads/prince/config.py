@@ -141,6 +141,13 @@ class TrainingConfig:
                               ge=0)
     probe_batch: int = knob(8, "samples per device for the gradient-norm estimate G_n", ge=1)
 
+    def validate(self) -> None:
+        if self.server_workers > 1 and 0 < self.server_gpus < 1:
+            raise ConfigError("server_gpus", f"{self.server_gpus} lets {self.server_workers} "
+                              "NCCL ranks of one edge server share a GPU, which NCCL refuses",
+                              "give each rank a whole GPU (server_gpus: 1) or use "
+                              "server_workers: 1")
+
 
 @dataclass
 class CalibrationConfig:
