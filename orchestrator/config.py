@@ -111,6 +111,10 @@ class SweepConfig:
                               "sampled axes are drawn batch_size times inside the trial", ge=1)
     params: dict = knob({}, "dotted config key -> {grid|choice: [..]} or "
                             "{uniform|loguniform|randint: [low, high]}")
+    recheck: int = knob(0, "after the search, run the best `recheck` trials' configurations for "
+                           "real (the workload's `run`, child runs '<name> recheck <i>'): "
+                           "recheck.csv puts each trial's metric beside what the run measured",
+                        ge=0)
 
     def validate(self) -> None:
         if self.batch_size > 1 and self.search_alg != "random":

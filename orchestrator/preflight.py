@@ -270,7 +270,8 @@ def _does_not_fit(unit: str, bundles: list, held: ResourceRequest | None, need: 
 
 def _planned_requests(cfg: Any, workload: Any, kind: str) -> Iterator[tuple[dict, list, Any]]:
     """(swept values, requests, held) to check: the run's requests; for a sweep, each trial's
-    own reservation, then what a trial starts beside it at the sweep's check points."""
+    own reservation, then what a trial starts beside it at the sweep's check points, and with
+    `sweep.recheck` what a run at those points holds (the best trials are run for real)."""
     listed = workload.resource_requests or (lambda c, k: [])
     if kind != "sweep":
         yield {}, list(listed(cfg, "run")), None
@@ -280,6 +281,8 @@ def _planned_requests(cfg: Any, workload: Any, kind: str) -> Iterator[tuple[dict
     yield {}, [trial], None
     for point, point_cfg in _sweep_points(cfg, workload):
         yield point, list(listed(point_cfg, "trial")), trial
+        if cfg.sweep.recheck:
+            yield point, list(listed(point_cfg, "run")), None
 
 
 def _sweep_points(cfg: Any, workload: Any) -> Iterator[tuple[dict, Any]]:

@@ -65,6 +65,8 @@ def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
             rows = run_workload(cfg, workload, parent, state_dir / "checkpoints")
         else:
             rows = run_sweep(cfg, parent)
+            if cfg.sweep.recheck:
+                recheck_best(cfg, workload, rows, parent, state_dir / "checkpoints")
         parent.log_table(rows, "results.csv")
         claims = check_claims(workload, rows, parent) if kind == "run" else []
         if kind == "run" and len({r.get("seed") for r in rows}) > 1:  # seeds, or markets
@@ -105,6 +107,39 @@ def run_sweep(cfg: Any, parent: Any) -> list[dict]:
     parent.log_metrics({f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
     parent.set_tags({"best_trial": best["trial"]})
     return rows
+
+
+def recheck_best(cfg: Any, workload: Any, rows: list[dict], parent: Any,
+                 checkpoint_dir: Path) -> list[dict]:
+    """Run the `sweep.recheck` best trials' configurations for real. A trial's metric may be a
+    model's prediction (prince's is the bound and time model PRINCE itself optimises); the
+    workload's `run` on the same values measures it. recheck.csv on the parent: every row the
+    runs returned, with the trial, its swept values and its metric as `trial_<metric>`."""
+    import dataclasses
+
+    from orchestrator import runtime, tuning
+    from orchestrator.config import build, experiment_schema, to_dict
+    from orchestrator.progress import progress
+    from orchestrator.sweepspec import parse_params, with_values
+    from orchestrator.tracking import Scope
+    from orchestrator.workload import RunContext
+
+    metric, dims = cfg.sweep.metric, parse_params(cfg)
+    schema = experiment_schema(workload.name, workload.config_cls)
+    checkpoint_dir.mkdir(exist_ok=True)
+    out = []
+    for i, trial in enumerate(tuning.ranked(rows, metric, cfg.sweep.mode)[:cfg.sweep.recheck], 1):
+        values = {d.path: trial[d.path] for d in dims}
+        pick = build(schema, with_values(to_dict(cfg), values))
+        pick = dataclasses.replace(pick, sweep=dataclasses.replace(pick.sweep, recheck=0))
+        log.info("recheck %d: trial %s (%s = %s), trained for real", i, trial["trial"], metric,
+                 trial[metric])
+        ctx = RunContext(pick, Scope(parent, "recheck", i), progress, runtime.parallel_map,
+                         checkpoint_dir)
+        out += [{"recheck": i, "trial": trial["trial"], **values,
+                 f"trial_{metric}": trial[metric], **row} for row in workload.run(pick, ctx)]
+    parent.log_table(out, "recheck.csv")
+    return out
 
 
 def log_seed_summary(workload: Any, rows: list[dict], parent: Any) -> None:

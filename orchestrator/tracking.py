@@ -272,38 +272,49 @@ class RunTracker:
         self.client.set_terminated(self.run_id, status)
 
 
-class SeedScope:
-    """The parent run as one seed of a multi-seed run (`seeds: N`) sees it: child runs are named
-    '<name> seed <s>', and what the workload logs on the parent goes under `seed_<s>/` (artifacts,
-    tags) or `seed<s>/` (metrics), so the seeds never overwrite each other."""
+class Scope:
+    """The parent run as one part of a larger run sees it (seed 3 of `seeds: N`, recheck 1 of a
+    sweep): child runs are named '<name> <key> <value>' and carry `key` as a param, and what
+    the part logs on the parent goes under `<key>_<value>/` (artifacts, params, tags) or
+    `<key><value>/` (metrics), so the parts never overwrite each other."""
 
-    def __init__(self, parent: RunTracker, seed: int):
-        self.parent, self.seed = parent, seed
+    def __init__(self, parent: RunTracker, key: str, value: Any):
+        self.parent, self.key, self.value = parent, key, value
+        self.prefix = f"{key}_{value}"
 
     @contextlib.contextmanager
     def child(self, name: str, kind: str = "child") -> Iterator[RunTracker]:
-        """A child named and parametrised by its seed, so the UI can group and filter by it."""
-        with self.parent.child(f"{name} seed {self.seed}", kind) as child:
-            child.log_params({"seed": self.seed})
+        """A child named and parametrised by its part, so the UI can group and filter by it."""
+        with self.parent.child(f"{name} {self.key} {self.value}", kind) as child:
+            child.log_params({self.key: self.value})
             yield child
 
     def log_params(self, params: dict) -> None:
-        self.parent.log_params({f"seed_{self.seed}": params})
+        self.parent.log_params({self.prefix: params})
 
     def log_metrics(self, metrics: dict, step: Optional[int] = None) -> None:
-        self.parent.log_metrics({f"seed{self.seed}/{k}": v for k, v in metrics.items()}, step)
+        self.parent.log_metrics({f"{self.key}{self.value}/{k}": v for k, v in metrics.items()},
+                                step)
 
     def set_tags(self, tags: dict) -> None:
-        self.parent.set_tags({f"seed_{self.seed}/{k}": v for k, v in tags.items()})
+        self.parent.set_tags({f"{self.prefix}/{k}": v for k, v in tags.items()})
 
     def log_figure(self, fig: Any, name: str) -> None:
-        self.parent.log_figure(fig, f"seed_{self.seed}/{name}")
+        self.parent.log_figure(fig, f"{self.prefix}/{name}")
 
     def log_table(self, rows: Sequence[dict], name: str) -> None:
-        self.parent.log_table(rows, f"seed_{self.seed}/{name}")
+        self.parent.log_table(rows, f"{self.prefix}/{name}")
 
     def log_text(self, text: str, name: str) -> None:
-        self.parent.log_text(text, f"seed_{self.seed}/{name}")
+        self.parent.log_text(text, f"{self.prefix}/{name}")
+
+
+class SeedScope(Scope):
+    """One seed of a multi-seed run (`seeds: N`): children '<name> seed <s>'."""
+
+    def __init__(self, parent: RunTracker, seed: int):
+        super().__init__(parent, "seed", seed)
+        self.seed = seed
 
 
 @contextlib.contextmanager

@@ -90,6 +90,22 @@ def test_sweep_leaves_one_child_run_per_trial_with_its_batch(workdir):
     assert "sweep_aeria.reserve_price.png" in artifacts
 
 
+def test_a_sweeps_best_trial_is_rechecked_by_a_real_run_beside_its_trial_metric(workdir):
+    args = ["sweep", SWEEP, "sweep.num_samples=1", "sweep.batch_size=2", "sweep.recheck=1",
+            "sweep.params.aeria.consensus_base={grid: [2.0, 3.0]}", *SMALL,
+            "mlflow.experiment=recheck"]
+    assert main(args) == 0
+    client, (parent,), children = _runs("recheck")
+    names = {c.info.run_name for c in children[parent.info.run_id]}
+    assert "aeria recheck 1" in names, names
+    table = Path(client.download_artifacts(parent.info.run_id, "recheck.csv")).read_text()
+    header, *rows = table.splitlines()
+    assert "trial_revenue_share_aeria" in header and "aeria.reserve_price" in header and rows
+    best = parent.data.metrics["best_revenue_share_aeria"]
+    trial_metric = float(rows[0].split(",")[header.split(",").index("trial_revenue_share_aeria")])
+    assert trial_metric == pytest.approx(best)
+
+
 def test_a_run_that_raises_exits_1_and_its_run_is_failed_with_the_traceback(workdir, monkeypatch):
     from orchestrator import registry
 

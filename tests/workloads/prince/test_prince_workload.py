@@ -95,7 +95,7 @@ def test_quickstart_runs_all_four_tenants_and_every_baseline_as_child_runs(workd
 @pytest.mark.usefixtures("local_ray")
 def test_the_market_sweep_leaves_one_child_run_per_trial(workdir):
     assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), "sweep.num_samples=1",
-                 "prince.federation.num_devices=16", "mlflow.experiment=prince-sweep-test"]) == 0
+                 "sweep.recheck=0", "prince.federation.num_devices=16", "mlflow.experiment=prince-sweep-test"]) == 0
     _, [(_, trials)] = runs_by_parent("prince-sweep-test", kind="sweep")
     assert len(trials) == 2, "grid over two congestion models x num_samples=1"
     assert all(t.info.status == "FINISHED" and "speedup_uniform_price" in t.data.metrics
