@@ -5,8 +5,10 @@ S_m(q) = sum_n p_n^2 G_n^2 / q_n over the tenant's enrolled devices (valuation.p
 alpha, beta say nothing about the real tenants, so a calibration run measures them: every owner of
 tenant m joins each round with probability q (one level at a time), SFL trains from the shared
 initial weights until the target, and the rounds it took are recorded. eps_m follows from the
-target (`target_gap`); the fit is nonnegative least squares of measured R * eps on S, so the bound
-with the fitted constants predicts the measured rounds (`predicted_rounds` beside every point).
+target (`target_gap`); the fit is nonnegative least squares of measured R * eps on S, with each
+run that never reached the target as a constraint (the bound must predict more rounds than it
+ran), so the bound with the fitted constants predicts the measured rounds (`predicted_rounds`
+beside every point). `python -m workloads.prince.calibration refit FILE` refits a stored one.
 
 The same runs repeated with plain FedAvg (biased aggregation) show what the p/q re-weighting buys
 at each level. A stored calibration (JSON: constants, every measured point, and the config it was
@@ -64,22 +66,55 @@ def measured_rounds(history: list[dict], metric: str, target: float) -> float:
 
 
 def fit(points: list[dict], eps: float) -> dict:
-    """alpha, beta >= 0 minimising sum (alpha S + beta - R eps)^2 over the uncensored unbiased
-    points; with fewer than two, beta alone (alpha 0) or nothing (nan)."""
+    """alpha, beta >= 0 minimising sum (alpha S + beta - R eps)^2 over the unbiased points that
+    reached the target, subject to every unbiased run that did not (censored after `max_rounds`)
+    being predicted to need more than it ran: such a run says R > max_rounds, and dropping it
+    biased the fit towards 'participation does not matter'. With one reached point and no
+    binding censored run, beta alone (alpha 0); with none, nothing (nan)."""
+    unbiased = [p for p in points if p["aggregation"] == "unbiased"]
+    hit = [p for p in unbiased if np.isfinite(p["rounds"])]
+    censored = [p for p in unbiased if not np.isfinite(p["rounds"]) and "max_rounds" in p]
+    if not hit:
+        return {"alpha": math.nan, "beta": math.nan, "eps": eps, "reached": 0, "censored": 0,
+                "r2": math.nan}
+    S = np.array([p["S"] for p in hit])
+    y = np.array([p["rounds"] for p in hit]) * eps
+    floor_S = np.array([p["S"] for p in censored])
+    floor_y = np.array([p["max_rounds"] + 1.0 for p in censored]) * eps
+    alpha, beta = _least_squares(S, y)
+    if len(censored) and np.any(alpha * floor_S + beta < floor_y):
+        alpha, beta = _least_squares_above(S, y, floor_S, floor_y)
+    resid = y - (alpha * S + beta)
+    r2 = (float(1 - resid @ resid / max(((y - y.mean()) ** 2).sum(), 1e-12))
+          if len(hit) > 1 and np.ptp(y) > 0 else math.nan)
+    return {"alpha": float(alpha), "beta": float(beta), "eps": eps, "reached": len(hit),
+            "censored": len(censored), "r2": r2}
+
+
+def _least_squares(S: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Nonnegative least squares of y on (S, 1); one distinct S: beta = mean y, alpha 0."""
     from scipy.optimize import nnls
 
-    use = [p for p in points if p["aggregation"] == "unbiased" and np.isfinite(p["rounds"])]
-    if not use:
-        return {"alpha": math.nan, "beta": math.nan, "eps": eps, "points": 0, "r2": math.nan}
-    S = np.array([p["S"] for p in use])
-    y = np.array([p["rounds"] for p in use]) * eps
-    if len(use) < 2 or np.ptp(S) == 0:
-        (alpha, beta), r2 = (0.0, float(y.mean())), math.nan
-    else:
-        (alpha, beta), _ = nnls(np.column_stack([S, np.ones_like(S)]), y)
-        resid = y - (alpha * S + beta)
-        r2 = float(1 - resid @ resid / max(((y - y.mean()) ** 2).sum(), 1e-12))
-    return {"alpha": float(alpha), "beta": float(beta), "eps": eps, "points": len(use), "r2": r2}
+    if len(S) < 2 or np.ptp(S) == 0:
+        return 0.0, float(y.mean())
+    (alpha, beta), _ = nnls(np.column_stack([S, np.ones_like(S)]), y)
+    return float(alpha), float(beta)
+
+
+def _least_squares_above(S: np.ndarray, y: np.ndarray, floor_S: np.ndarray,
+                         floor_y: np.ndarray) -> tuple[float, float]:
+    """The least squares of y on (S, 1) with alpha, beta >= 0 and alpha floor_S + beta >=
+    floor_y (a convex problem in two variables: SLSQP from a feasible start)."""
+    from scipy.optimize import minimize
+
+    A = np.column_stack([S, np.ones_like(S)])
+    start = np.array([max(float(np.max(floor_y / np.maximum(floor_S, 1e-12))), 0.0), 0.0])
+    done = minimize(lambda x: float(np.sum((A @ x - y) ** 2)), start, method="SLSQP",
+                    bounds=[(0, None), (0, None)],
+                    constraints=[{"type": "ineq",
+                                  "fun": lambda x: x[0] * floor_S + x[1] - floor_y}],
+                    options={"ftol": 1e-12, "maxiter": 500})
+    return float(done.x[0]), float(done.x[1])
 
 
 def predicted_rounds(constants: dict, S: float) -> float:
@@ -142,3 +177,23 @@ def check_matches(calibration: dict, name: str, tenant_cfg: Any) -> str | None:
 def constants_for(calibration: dict, name: str) -> tuple[float, float, float]:
     entry = calibration["tenants"][name]
     return entry["alpha"], entry["beta"], entry["eps"]
+
+
+def refit(calibration: dict) -> dict:
+    """The stored calibration with every tenant's constants fitted again from its points (after
+    a change to `fit`; the measurements are kept as they are)."""
+    for entry in calibration["tenants"].values():
+        constants = fit(entry["points"], entry["eps"])
+        entry.update(constants)
+        for p in entry["points"]:
+            p["predicted_rounds"] = (predicted_rounds(constants, p["S"])
+                                     if np.isfinite(constants["alpha"]) else math.nan)
+    return calibration
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "refit":
+        sys.exit("usage: python -m workloads.prince.calibration refit CALIBRATION.json")
+    print(save(refit(load(sys.argv[2])), sys.argv[2]))

@@ -29,7 +29,7 @@ def _points(alpha: float, beta: float, eps: float, S=(1.0, 2.0, 4.0, 8.0)) -> li
 def test_the_fit_recovers_the_bound_that_generated_the_rounds():
     got = calibration.fit(_points(3.0, 5.0, 0.5), eps=0.5)
     assert got["alpha"] == pytest.approx(3.0) and got["beta"] == pytest.approx(5.0)
-    assert got["r2"] == pytest.approx(1.0) and got["points"] == 4
+    assert got["r2"] == pytest.approx(1.0) and got["reached"] == 4
 
 
 def test_the_fit_keeps_the_constants_nonnegative_and_ignores_censored_and_biased_points():
@@ -38,7 +38,32 @@ def test_the_fit_keeps_the_constants_nonnegative_and_ignores_censored_and_biased
     extra = [{"tenant": "vit", "aggregation": "unbiased", "S": 8.0, "rounds": math.nan},
              {"tenant": "vit", "aggregation": "biased", "S": 1.0, "rounds": 100.0}]
     got = calibration.fit(falling + extra, eps=1.0)
-    assert got["alpha"] == 0.0 and got["beta"] == pytest.approx(7.0) and got["points"] == 3
+    assert got["alpha"] == 0.0 and got["beta"] == pytest.approx(7.0) and got["reached"] == 3
+
+
+def test_a_run_that_never_reached_the_target_pushes_the_bound_above_the_rounds_it_ran():
+    """BERT in the shipped calibration: the target at q = 1 in 1 round, never in 12 at q = 0.5
+    or 0.25. Dropping the censored runs fitted alpha 0 ('participation does not matter')."""
+    reached = {"tenant": "bert", "aggregation": "unbiased", "S": 0.186, "rounds": 1.0,
+               "max_rounds": 12}
+    never = [{"tenant": "bert", "aggregation": "unbiased", "S": s, "rounds": math.nan,
+              "max_rounds": 12} for s in (0.372, 0.744)]
+    got = calibration.fit([reached, *never], eps=0.4)
+    assert got["alpha"] > 0 and got["censored"] == 2 and got["reached"] == 1
+    for p in never:
+        assert calibration.predicted_rounds(got, p["S"]) >= 13 - 1e-6
+    alone = calibration.fit([reached], eps=0.4)
+    assert alone["alpha"] == 0 and calibration.predicted_rounds(alone, 0.186) == pytest.approx(1)
+
+
+def test_refit_recomputes_constants_and_predictions_from_the_stored_points(tmp_path):
+    stored = calibration.build(_points(3.0, 5.0, 2.0), {"vit": TenantConfig()}, {})
+    fitted = stored["tenants"]["vit"]["alpha"]
+    stored["tenants"]["vit"]["alpha"] = 99.0
+    again = calibration.refit(json.loads(calibration.dumps(stored)))["tenants"]["vit"]
+    assert again["alpha"] == pytest.approx(fitted) and len(again["points"]) == 4
+    assert all(p["predicted_rounds"] == pytest.approx(
+        calibration.predicted_rounds(again, p["S"])) for p in again["points"])
 
 
 def test_eps_follows_the_target_and_rounds_count_from_the_first_of_two_hits():
