@@ -382,6 +382,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             console.print(f"  [bold]{path.relative_to(registry.REPO_ROOT)}[/bold]")
             console.print(f"      {registry.experiment_summary(path)}", highlight=False,
                           markup=False)
+            runtime = registry.experiment_runtime(path)
+            console.print(f"      runtime: {runtime or 'not stated'}", highlight=False,
+                          markup=False, style="dim")
     return 0
 
 

@@ -93,6 +93,21 @@ def shipped_experiments() -> dict[str, list[Path]]:
     return {d.name: sorted(d.glob("*.yaml")) for d in sorted(EXPERIMENTS_DIR.iterdir()) if d.is_dir()}
 
 
+RUNTIME_PREFIX = "runtime:"
+
+
+def experiment_runtime(path: Path) -> str | None:
+    """The `# runtime: ...` line of an experiment's header comment: how long it took where it
+    was measured (or why it was not), which `list` shows; None if the file states none."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            return None
+        text = line.lstrip("# ").strip()
+        if text.startswith(RUNTIME_PREFIX):
+            return text[len(RUNTIME_PREFIX):].strip()
+    return None
+
+
 def experiment_summary(path: Path) -> str:
     """An experiment file's first comment sentence: what it runs and, by the convention of the
     shipped files, how long ("seconds on a laptop", "minutes on 2 CPUs", "GPU-sized")."""
@@ -100,7 +115,8 @@ def experiment_summary(path: Path) -> str:
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break
-        lines.append(line.lstrip("# ").strip())
+        if not line.lstrip("# ").startswith(RUNTIME_PREFIX):
+            lines.append(line.lstrip("# ").strip())
     text = " ".join(lines)
     end = text.find(". ")
     return text[:end + 1] if end >= 0 else text

@@ -101,3 +101,18 @@ def test_an_unknown_name_suggests_the_closest_and_lists_the_known(root):
         registry.get("helo")
     assert "unknown workload 'helo'" in str(err.value)
     assert "did you mean 'hello'" in str(err.value) and "known workloads: hello" in str(err.value)
+
+
+def test_every_shipped_experiment_says_how_long_it_takes_and_list_shows_it(capsys):
+    """`list` is where a user picks an experiment: each shows its measured runtime (or why it
+    was not measured), from the `# runtime:` line of its header."""
+    from orchestrator import cli
+
+    shipped = [p for paths in registry.shipped_experiments().values() for p in paths]
+    missing = [p.name for p in shipped if not registry.experiment_runtime(p)
+               or "TBD" in registry.experiment_runtime(p)]
+    assert shipped and not missing, missing
+    assert "runtime" not in registry.experiment_summary(shipped[0])
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("runtime: ") == len(shipped)

@@ -71,6 +71,7 @@ class EdgeServer:
         self.next_seq, self.served, self.starts, self.pids = 0, 0, 0, {}
         self.kill_after = group.kill_rank0_after
         self._arrived: asyncio.Condition | None = None
+        self._ended: asyncio.Future | None = None
         me = ray.get_runtime_context().current_actor
         name = f"edge-{spec.name}-{uuid.uuid4().hex[:8]}"
         fit = functools.partial(
@@ -148,9 +149,18 @@ class EdgeServer:
             self._arrived.notify_all()
 
     async def _call(self, kind: str, *args: Any) -> Any:
+        """The reply to a new request; the Train run's error if it ended first (a group out of
+        restarts must fail its callers, not leave them waiting)."""
         waiter = asyncio.get_running_loop().create_future()
         await self._enqueue(kind, args, waiter)
-        return await waiter
+        if self._ended is None:  # one asyncio view of the run, on the actor's event loop
+            self._ended = asyncio.wrap_future(self.run)
+        run = self._ended
+        await asyncio.wait({waiter, run}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done():
+            return waiter.result()
+        raise RuntimeError(f"the edge server's Ray Train run ended before answering {kind!r}: "
+                           f"{run.exception() or 'it stopped'}")
 
 
 # -------------------------------------------------------------------- the Ray Train loop
@@ -158,6 +168,7 @@ def server_loop(config: dict) -> None:
     """Every rank: restore the last checkpoint, then serve requests in order until STOP."""
     import ray
     import ray.train
+    import ray.train.torch
     import torch
     import torch.distributed as dist
 
@@ -171,6 +182,8 @@ def server_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if group.use_gpu else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     side = ServerSide(split_of(spec).server.to(device), spec.lr, spec.optimizer)
     seq = _restore(side, device)
     ray.get(mailbox.attach.remote(rank, os.getpid()))

@@ -120,3 +120,11 @@ def test_two_server_ranks_split_each_step_and_reach_the_one_rank_weights(clean, 
     assert starts == 2
     assert losses == pytest.approx(clean[0], rel=1e-5)
     assert _same(state, clean[1], atol=1e-5)
+
+
+def test_a_group_out_of_restarts_fails_its_callers_instead_of_leaving_them_waiting(tmp_path):
+    from workloads.prince.edge_server import ServerGroup
+
+    with pytest.raises(Exception, match="Ray Train run ended before answering"):
+        _run_service(_batches(1), ServerGroup(storage=str(tmp_path), max_failures=0,
+                                              kill_rank0_after=2))
