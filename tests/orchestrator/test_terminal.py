@@ -59,7 +59,10 @@ TINY = {
 }
 TINY_SWEEP = {
     "aeria": ["sweep.num_samples=1", "sweep.batch_size=2", "aeria.num_users=200"],
-    "prince": ["sweep.num_samples=1", "prince.federation.num_devices=16"],
+    # sweep.yaml rechecks its pick by training (sweep.recheck: 1): ViT alone, one round, the two
+    # methods the sweep's metric compares
+    "prince": ["sweep.num_samples=1", *TINY["prince"],
+               "prince.training.methods=[prince,uniform_price]"],
     "deepfusion": [*DEEPFUSION, "sweep.num_samples=1"],  # sweep.yaml: deepfusion only, no EP
     # the sweep tunes the first model: the tiny random one, in the trial's process (workers: 0)
     "robustness": ["robustness.models=[{name: tiny, kind: generative, path: tiny, "
