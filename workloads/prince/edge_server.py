@@ -11,9 +11,9 @@ batch across the ranks, each rank back-propagates its rows of the loss and the r
 W^S's gradients before the identical optimizer steps (DDP's arithmetic, written out because
 SplitFed-V1 keeps one W^S copy per device); rank 0 gathers the gradient at the cut and replies.
 
-Fault tolerance is Ray Train's: after every aggregation the group reports a checkpoint (W^S and
-the number of the next request); once Ray Train has committed it (checked a round later, so the
-loop rarely waits), the mailbox forgets the requests before it. A rank that dies
+Fault tolerance is Ray Train's: after an aggregation (at most one per CHECKPOINT_EVERY_S) the
+group reports a checkpoint (W^S and the number of the next request); once Ray Train has committed
+it (asked without waiting), the mailbox forgets the requests before it. A rank that dies
 makes Ray Train restart the group (`FailureConfig(max_failures)`); the new loop loads the
 checkpoint and asks the mailbox for the requests since, replaying the round so far: the
 per-device W^S copies are rebuilt step by step (replies already sent are dropped), so a run with
@@ -24,13 +24,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import math
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 STOP = "stop"
+CHECKPOINT_EVERY_S = 2.5  # Ray Train V2's controller polls its workers every 2 s
 CHECKPOINT_FILE = "edge_server.pt"
 
 
@@ -68,7 +71,7 @@ class EdgeServer:
 
         self.log: list[Request] = []          # every request since the last checkpoint
         self.pending: dict[int, asyncio.Future] = {}
-        self.next_seq, self.served, self.starts, self.pids = 0, 0, 0, {}
+        self.next_seq, self.served, self.starts, self.pids = 0, 0, [], {}
         self.kill_after = group.kill_rank0_after
         self._arrived: asyncio.Condition | None = None
         self._ended: asyncio.Future | None = None
@@ -125,12 +128,13 @@ class EdgeServer:
         """The group saved a checkpoint that resumes at `next_seq`: forget what came before."""
         self.log = [r for r in self.log if r.seq >= next_seq]
 
-    async def attach(self, rank: int, pid: int) -> None:
+    async def attach(self, rank: int, pid: int, seq: int) -> None:
+        """Rank `rank` (process `pid`) starts serving at request `seq` (> 0: from a checkpoint)."""
         self.pids[rank] = pid
-        self.starts += 1
+        self.starts.append(seq)
 
-    async def ranks_started(self) -> int:
-        """How many times a rank began serving (workers x (1 + restarts))."""
+    async def ranks_started(self) -> list[int]:
+        """Where each rank start resumed, in order: workers x (1 + restarts) entries."""
         return self.starts
 
     # ---------------------------------------------------------------- plumbing
@@ -186,8 +190,9 @@ def server_loop(config: dict) -> None:
         torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     side = ServerSide(split_of(spec).server.to(device), spec.lr, spec.optimizer)
     seq = _restore(side, device)
-    ray.get(mailbox.attach.remote(rank, os.getpid()))
-    reported = None  # the next seq of the last checkpoint reported, maybe not committed yet
+    ray.get(mailbox.attach.remote(rank, os.getpid(), seq))
+    forgotten = seq  # the mailbox holds every request from here on
+    clock = [-math.inf]  # when rank 0 last reported a checkpoint
     while True:
         box = [ray.get(mailbox.next_request.remote(seq)) if rank == 0 else None]
         if world > 1:
@@ -199,12 +204,12 @@ def server_loop(config: dict) -> None:
         if rank == 0:
             ray.get(mailbox.reply.remote(request.seq, result))
         seq = request.seq + 1
-        if request.kind == "aggregate":
-            if rank == 0 and reported is not None:
-                _wait_committed()  # a round ago: rarely a wait; then the log before can go
-                ray.get(mailbox.checkpointed.remote(reported))
+        if request.kind == "aggregate" and _due(clock, rank, world):
+            committed = _committed_seq() if rank == 0 else None
+            if committed is not None and committed > forgotten:
+                ray.get(mailbox.checkpointed.remote(committed))
+                forgotten = committed
             _report(side, seq, rank)
-            reported = seq
 
 
 def _serve(side: Any, request: Request, device: Any, rank: int, world: int) -> Any:
@@ -291,10 +296,27 @@ def _report(side: Any, next_seq: int, rank: int) -> None:
                          checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def _wait_committed() -> None:
-    """Until Ray Train has committed every checkpoint reported so far: a group restarted before
-    that resumes from the one before, so the mailbox must still hold the requests since then."""
+def _due(clock: list, rank: int, world: int) -> bool:
+    """Whether this aggregation reports a checkpoint: at most one per CHECKPOINT_EVERY_S, since
+    Ray Train's controller takes one report per poll and a second one waits for it (rounds of
+    small models are shorter than that; a restart replays the rounds since). Rank 0 decides."""
+    import torch.distributed as dist
+
+    box = [time.monotonic() - clock[0] >= CHECKPOINT_EVERY_S] if rank == 0 else [None]
+    if world > 1:
+        dist.broadcast_object_list(box, src=0)
+    if box[0] and rank == 0:
+        clock[0] = time.monotonic()
+    return bool(box[0])
+
+
+def _committed_seq() -> int | None:
+    """The resume point of the newest checkpoint Ray Train has committed, without waiting (the
+    controller commits on its next poll, ~2 s): a group restarted now resumes from there, so
+    the mailbox may forget the requests before it, and never any after."""
     import ray.train
 
-    ray.train.get_all_reported_checkpoints(
-        consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    reported = ray.train.get_all_reported_checkpoints(
+        consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=0)
+    return max((int(r.metrics["next_seq"]) for r in reported if "next_seq" in r.metrics),
+               default=None)
