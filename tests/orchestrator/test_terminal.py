@@ -193,6 +193,8 @@ def test_sweep_under_a_terminal_runs_its_trials_and_the_bar_counts_them(workload
                           *TINY_SWEEP[workload], *scratch(tmp_path), cwd=tmp_path)
     assert_clean(screen)
     assert screen.finished("trials"), f"the bar did not count every trial:\n{screen.text[-3000:]}"
+    if workload == "prince":  # sweep.yaml trains its pick for real after the search
+        assert "recheck 1: trial" in screen.text, screen.text[-3000:]
 
 
 # --------------------------------------------------------------------------- the other verbs

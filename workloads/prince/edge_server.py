@@ -26,6 +26,7 @@ import concurrent.futures
 import functools
 import math
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -122,7 +123,7 @@ class EdgeServer:
         self.served += 1
         if self.kill_after is not None and self.served >= self.kill_after and 0 in self.pids:
             self.kill_after = None
-            os.kill(self.pids[0], 9)
+            os.kill(self.pids[0], signal.SIGKILL)
 
     async def checkpointed(self, next_seq: int) -> None:
         """The group saved a checkpoint that resumes at `next_seq`: forget what came before."""
