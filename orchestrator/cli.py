@@ -173,8 +173,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _execute(args, kind="sweep")
 
 
-def _execute(args: argparse.Namespace, kind: str) -> int:
-    """Parse, hand over to the runner, print what it produced."""
+def _execute(args: argparse.Namespace, kind: str, after=None) -> int:
+    """Parse, hand over to the runner, print what it produced (then `after(cfg, outcome)`)."""
     from orchestrator import runner
 
     cfg = load_experiment(args.config, args.overrides)
@@ -195,6 +195,8 @@ def _execute(args: argparse.Namespace, kind: str) -> int:
         _print_table([_claim_row(c) for c in out.claims], wrap=True)
     if output:
         _write_summary(out, output)
+    if after is not None:
+        after(cfg, out)
     return 0
 
 
@@ -238,7 +240,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from orchestrator import runner
 
     args.config = str(runner.reproduction_config(args.workload))
-    return _execute(args, kind="run")
+    return _execute(args, kind="run",
+                    after=None if args.overrides else _refresh_readme_figure(args.workload))
+
+
+def _refresh_readme_figure(name: str):
+    """After the unmodified reproduction: its figure into the workload's README folder."""
+    from orchestrator import registry, runner
+
+    def refresh(cfg, out) -> None:
+        try:
+            written = runner.refresh_readme_figure(cfg, registry.get(name), out.run_id)
+        except Exception as err:  # a figure never fails a finished reproduction
+            log.warning("README figure not refreshed: %s: %s", type(err).__name__, err)
+            return
+        for path in written:
+            console.print(f"README figure: {path}")
+    return refresh
 
 
 def _best_trials(rows: list[dict], cfg, top: int = 10) -> list[dict]:

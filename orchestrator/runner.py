@@ -9,6 +9,9 @@ claims (`claims.csv`/`claims.md`) when the workload declares them.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,3 +182,36 @@ def reproduction_config(workload_name: str) -> Path:
                        f"experiments/{workload_name}/reproduce.yaml; `orchestrator list` shows "
                        "the shipped experiments")
     return path
+
+
+def readme_folder(workload: Any) -> Path:
+    """Where a workload's README lives: beside the module that defines its `run`."""
+    import inspect
+
+    return Path(inspect.getfile(workload.run)).parent
+
+
+def refresh_readme_figure(cfg: Any, workload: Any, run_id: str) -> list[Path]:
+    """Copy the reproduction's `workload.readme_figure` (SVG and PNG) from its parent run into
+    `figures/` beside the workload's README, so the README shows what the last reproduction
+    measured. Only the unmodified reproduction calls this (overrides change the results)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import tracking_uri
+
+    folder = readme_folder(workload)
+    if not workload.readme_figure or not (folder / "README.md").is_file():
+        return []
+    client = MlflowClient(tracking_uri(cfg.mlflow.tracking_uri))
+    (folder / "figures").mkdir(exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix in (".svg", ".png"):
+            name = workload.readme_figure + suffix
+            local = Path(client.download_artifacts(run_id, name, tmp))
+            target = folder / "figures" / Path(name).name
+            part = target.with_name(target.name + ".part")
+            shutil.copyfile(local, part)
+            os.replace(part, target)  # never a half-written figure
+            written.append(target)
+    return written

@@ -118,6 +118,47 @@ def scheduler(name: str) -> Any:
     return {"fifo": FIFOScheduler, "asha": ASHAScheduler, "median": MedianStoppingRule}[name]()
 
 
+# --------------------------------------------------------------------------- inside a run
+def tune_function(fn: Any, space: dict, num_samples: int, seed: int, storage: Path,
+                  first: dict | None = None, desc: str = "tuning",
+                  progress_bar: Any = progress) -> list[tuple[dict, dict]]:
+    """A Ray Tune random search of a pure `fn(setting) -> {metric: float}`, for a workload that
+    tunes its methods inside `run` (each method its own search, the same `num_samples`).
+
+    `space` is {key: ("uniform" | "log", low, high)}; `first` (the configured setting) is the
+    first of the `num_samples` trials. Returns (setting, metrics) per trial in trial order;
+    choosing the best is the caller's, since one search may serve several objectives."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    draw = {"uniform": tune.uniform, "log": tune.loguniform}
+    params = {key: draw[kind](low, high) for key, (kind, low, high) in space.items()}
+    searcher = BasicVariantGenerator(points_to_evaluate=[first] if first else None,
+                                     random_state=seed)
+    with progress_bar(num_samples, desc) as bar:
+        tuner = tune.Tuner(
+            tune.with_parameters(_report, fn=fn), param_space=params,
+            tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=searcher,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name=f"{desc.replace(' ', '-')}-{seed}", verbose=0,
+                                      storage_path=str(Path(storage).resolve()),
+                                      failure_config=tune.FailureConfig(fail_fast=True),
+                                      callbacks=[TrialCounter(bar)]))
+        grid = tuner.fit()
+    if grid.errors:
+        raise RuntimeError(f"{desc}: {len(grid.errors)} of {len(grid)} trials failed. "
+                           f"First error: {grid.errors[0]}")
+    done = sorted(grid, key=lambda r: r.metrics["trial_id"])  # ids end in a creation counter
+    return [({k: r.config[k] for k in space}, {k: v for k, v in r.metrics.items()
+                                               if _is_metric(k, v)}) for r in done]
+
+
+def _report(config: dict, fn: Any) -> None:
+    from ray import tune
+
+    tune.report(fn(config))
+
+
 # --------------------------------------------------------------------------- inside a trial
 def evaluate_trial(config: dict, base: dict, dims: list[Dim], batch_size: int,
                    cache_dir: str) -> None:
@@ -174,20 +215,16 @@ def _tune_callback_base() -> type:
     return Callback
 
 
-class TrialRecorder(_tune_callback_base()):
-    """Tune callback (driver side): a child run per trial with its params, metrics and batch.
+class TrialCounter(_tune_callback_base()):
+    """Tune callback (driver side): advances a progress bar per finished trial.
 
     Tune runs this object in the driver but also pickles it (into `tuner.pkl`, for
     `Tuner.restore`); the progress bar is live state of this process (on a terminal a rich
     `Progress` with its refresh thread and locks), so the pickled copy leaves it out.
     """
 
-    def __init__(self, parent: Any, metric: str, bar: Any):
-        self.parent, self.metric, self.bar = parent, metric, bar
-        self.children: dict[str, Any] = {}
-        self.last: dict[str, dict] = {}        # trial id -> its latest reported result
-        self.rows: list[dict] = []             # one per trial: its best configuration
-        self.configurations: list[dict] = []   # every configuration evaluated, batches unrolled
+    def __init__(self, bar: Any):
+        self.bar = bar
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "bar": None}
@@ -195,6 +232,21 @@ class TrialRecorder(_tune_callback_base()):
     def _advance(self) -> None:
         if self.bar is not None:  # None in a copy unpickled from tuner.pkl
             self.bar.advance()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._advance()
+
+
+class TrialRecorder(TrialCounter):
+    """Tune callback (driver side): a child run per trial with its params, metrics and batch."""
+
+    def __init__(self, parent: Any, metric: str, bar: Any):
+        super().__init__(bar)
+        self.parent, self.metric = parent, metric
+        self.children: dict[str, Any] = {}
+        self.last: dict[str, dict] = {}        # trial id -> its latest reported result
+        self.rows: list[dict] = []             # one per trial: its best configuration
+        self.configurations: list[dict] = []   # every configuration evaluated, batches unrolled
 
     def on_trial_start(self, iteration, trials, trial, **info):
         child = self.parent.start_child(f"trial-{len(self.children):04d}", kind="trial")

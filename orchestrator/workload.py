@@ -47,6 +47,7 @@ class Workload:
     description: str = ""
     claims: Sequence[Any] = ()  # orchestrator.claims.Claim: the paper's claims, checked per run
     reference: str = ""  # the proposed method: a multi-seed run's summary pairs the rest with it
+    readme_figure: str = ""  # a parent-run figure of `reproduce` that its README embeds (stem)
 
     def evaluate_batch(self, cfgs: Sequence[Any], ctx: "RunContext") -> list[Metrics]:
         """Metrics for each configuration: vectorised if the workload can, else one by one."""
@@ -106,6 +107,8 @@ class RunContext:
                     a sweep, one directory the trials share for work their configs have in common
     federation:     the federated engine (orchestrator/federated/engine.py), checkpointing here
     cached:         `ctx.cached(name, inputs, compute)`: a result kept by a digest of its inputs
+    tune:           `ctx.tune(fn, space, num_samples, first=..)`: a Ray Tune search of a pure
+                    function inside `run` (a method tuned before it is compared)
     """
 
     cfg: Any
@@ -150,6 +153,16 @@ class RunContext:
         from orchestrator.state import cached
 
         return cached(Path(self.checkpoint_dir), name, (self.seed, *inputs), compute)
+
+    def tune(self, fn: Callable[[dict], dict], space: dict, num_samples: int, key: int = 0,
+             first: Optional[dict] = None, desc: str = "tuning") -> list[tuple[dict, dict]]:
+        """(setting, metrics) of each of `num_samples` Ray Tune trials of `fn` over `space`
+        ({knob: ("uniform" | "log", low, high)}), drawn from the run's seed and `key`."""
+        from orchestrator.tuning import tune_function
+
+        return tune_function(fn, space, num_samples, seed=int(self.rng(key).integers(2**31)),
+                             storage=Path(self.checkpoint_dir) / "tune", first=first,
+                             desc=desc, progress_bar=self.progress)
 
     def is_cached(self, name: str, inputs: tuple) -> bool:
         from orchestrator.state import cache_path

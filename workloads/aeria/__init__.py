@@ -54,7 +54,7 @@ CLAIMS = tuple(
 WORKLOAD = Workload(
     name="aeria", config_cls=AeriaConfig, run=run, trial=trial, trial_batch=trial_batch,
     trial_metrics=trial_metrics, resource_requests=resource_requests, reference="aeria",
-    claims=CLAIMS,
+    claims=CLAIMS, readme_figure="revenue_vs_users",
     description="edge-inference market: AERIA (consensus estimate + cost sharing) vs baselines")
 
 __all__ = ["WORKLOAD"]

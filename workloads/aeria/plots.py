@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from orchestrator.plotting import STYLES
+
 Summary = dict[str, dict[str, np.ndarray]]
 
-
-# one (marker, line style) per mechanism: nine series stay apart in greyscale too
-STYLES = [(m, ls) for ls in ("-", "--", "-.", ":") for m in ("o", "s", "^", "D", "v", "P", "X")]
 
 
 def ci95_half_width(std: np.ndarray, seeds: int) -> np.ndarray:

@@ -143,52 +143,49 @@ def evaluate_cell(cell: Cell) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- tuning
-def candidate_settings(cfg: AeriaConfig, name: str, count: int, seed: int) -> list[AeriaConfig]:
-    """`count` settings of `name`'s knobs: the configured one first, then random draws from
-    SEARCH_SPACE (a mechanism without knobs has only the configured one)."""
-    space = SEARCH_SPACE.get(name, ())
-    if not space:
-        return [cfg]
-    rng = np.random.default_rng([seed, 5, MECHANISMS.index(name)])
-    out = [cfg]
-    for _ in range(count - 1):
-        draw = {key: float(np.exp(rng.uniform(np.log(lo), np.log(hi))) if kind == "log"
-                           else rng.uniform(lo, hi)) for key, kind, lo, hi in space}
-        out.append(dataclasses.replace(cfg, **draw))
-    return out
+def tuning_space(name: str) -> dict[str, tuple[str, float, float]]:
+    """`name`'s knobs as a search space for `ctx.tune`: {knob: (scale, low, high)}."""
+    return {key: (kind, lo, hi) for key, kind, lo, hi in SEARCH_SPACE.get(name, ())}
 
 
-def score_settings(job: tuple) -> dict[tuple[str, int], float]:
-    """One Ray task of the tuning: {(mechanism, setting index): revenue} on one market."""
-    cfg, num_users, seed, settings = job
-    market = build_market(cfg, num_users, seed)
+def score_setting(setting: dict, cfg: AeriaConfig, name: str,
+                  seeds: Sequence[int]) -> dict[str, float]:
+    """One Tune trial: `name` with `setting`'s knobs on every tuning market at once;
+    `revenue_<n>` is its mean revenue over the markets of n users."""
+    params = mechanism_params(dataclasses.replace(cfg, **setting))
     out = {}
-    for name, options in settings.items():
-        for j, option in enumerate(options):
-            outcome = run_mechanism(name, market, mechanism_params(option),
-                                    mechanism_rng(seed, name))
-            out[name, j] = market_metrics(market, outcome)["revenue"]
+    for n in cfg.user_counts:
+        revenues = []
+        for s in seeds:
+            market = build_market(cfg, n, s)
+            outcome = run_mechanism(name, market, params, mechanism_rng(s, name))
+            revenues.append(market_metrics(market, outcome)["revenue"])
+        out[f"revenue_{n}"] = float(np.mean(revenues))
     return out
 
 
 def tune(ctx: Any, a: AeriaConfig, seed: int) -> tuple[dict[int, dict], list[dict]]:
     """{user count: {mechanism: best AeriaConfig}} by mean revenue over `tune_seeds` markets
-    of their own seeds (never the evaluation markets), and the table of every setting's score."""
-    settings = {name: candidate_settings(a, name, a.tune_samples, seed) for name in a.mechanisms}
+    of their own seeds (never the evaluation markets), and the table of every setting's score.
+
+    Each mechanism with knobs gets its own Ray Tune search with the same budget (`tune_samples`
+    trials, the configured setting first); the oracles have none and run as configured."""
     seeds = market_seeds(seed, a.tune_seeds, stream=1)
-    jobs = [(a, n, s, settings) for n in a.user_counts for s in seeds]
-    scores = ctx.map(score_settings, jobs, desc="tuning every mechanism")
-    best, table = {}, []
-    for ci, n in enumerate(a.user_counts):
-        per_market = scores[ci * len(seeds):(ci + 1) * len(seeds)]
-        best[n] = {}
-        for name, options in settings.items():
-            means = [float(np.mean([m[name, j] for m in per_market])) for j in range(len(options))]
-            j = int(np.argmax(means))
-            best[n][name] = options[j]
-            for i, (option, mean) in enumerate(zip(options, means)):
-                table.append({"num_users": n, "mechanism": name, "setting": i, "chosen": i == j,
-                              "revenue_mean": mean, **_knobs(name, option)})
+    best: dict[int, dict] = {n: {} for n in a.user_counts}
+    table = []
+    for name in a.mechanisms:
+        if not SEARCH_SPACE.get(name):
+            continue
+        trials = ctx.tune(functools.partial(score_setting, cfg=a, name=name, seeds=seeds),
+                          tuning_space(name), a.tune_samples, key=MECHANISMS.index(name),
+                          first=_knobs(name, a), desc=f"tuning {name}")
+        for n in a.user_counts:
+            scores = [metrics[f"revenue_{n}"] for _, metrics in trials]
+            j = int(np.argmax(scores))
+            best[n][name] = dataclasses.replace(a, **trials[j][0])
+            table += [{"num_users": n, "mechanism": name, "setting": i, "chosen": i == j,
+                       "revenue_mean": score, **setting}
+                      for i, ((setting, _), score) in enumerate(zip(trials, scores))]
     return best, table
 
 

@@ -44,6 +44,7 @@ CLAIMS = (
 WORKLOAD = Workload(
     name="prince", config_cls=PrinceConfig, run=run, trial=trial, trial_metrics=trial_metrics,
     resource_requests=resource_requests, reference="prince", claims=CLAIMS,
+    readme_figure="seed_0/progress_vs_time",
     description="multi-tenant split federated fine-tuning (ViT, BERT, Whisper, LLaMA) with "
                 "Stackelberg pricing (PRINCE) vs uniform, independent, random, biased, full")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from orchestrator.plotting import HATCHES, STYLES
+
 
 def equilibrium(names: list[str], outcomes: dict) -> Figure:
     """Prices and enrolled devices per tenant, one bar group per tenant, one bar per method."""
@@ -12,8 +14,9 @@ def equilibrium(names: list[str], outcomes: dict) -> Figure:
     width = 0.8 / max(len(outcomes), 1)
     x = np.arange(len(names))
     for i, (method, eq) in enumerate(outcomes.items()):
-        axes[0].bar(x + i * width, eq.prices, width, label=method)
-        axes[1].bar(x + i * width, eq.enrolled, width, label=method)
+        style = dict(label=method, hatch=HATCHES[i % len(HATCHES)], edgecolor="black", lw=0.4)
+        axes[0].bar(x + i * width, eq.prices, width, **style)
+        axes[1].bar(x + i * width, eq.enrolled, width, **style)
     for ax, label in zip(axes, ("price per round of participation", "devices enrolled")):
         ax.set_xticks(x + 0.4 - width / 2, names)
         ax.set_ylabel(label)
@@ -26,20 +29,26 @@ def equilibrium(names: list[str], outcomes: dict) -> Figure:
 
 def progress_vs_time(names: list[str], runs: dict, targets: dict) -> Figure:
     """Each tenant's target metric against simulated time, one line per method; the target as a
-    dashed line, so time to target reads off the x axis."""
-    fig = Figure(figsize=(4 * len(names), 3.6), layout="constrained")
+    dotted line, so time to target reads off the x axis. One seed's market (no intervals)."""
+    fig = Figure(figsize=(3.6 * len(names), 3.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, name in zip(axes, names):
         metric, target = targets[name]
-        for method, per_tenant in runs.items():
+        for (method, per_tenant), (marker, line) in zip(runs.items(), STYLES):
             hist = per_tenant[name]["history"]
             if hist:
                 ax.plot([h["sim_seconds"] for h in hist], [h[metric] for h in hist],
-                        marker=".", label=method)
-        ax.axhline(target, ls="--", color="grey", lw=1)
-        ax.set(title=name, xlabel="simulated time (s)", ylabel=f"test {metric}")
+                        marker=marker, linestyle=line, markersize=4, label=method)
+        ax.axhline(target, ls=(0, (1, 1)), color="black", lw=1, label="target")
+        ax.set(title=f"{name} ({'higher' if metric == 'accuracy' else 'lower'} is better)",
+               xlabel="simulated wall time (s)", ylabel=f"test {metric}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    legend = {}  # every method that has a line in some panel, once
+    for ax in axes:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    labels, handles = list(legend), list(legend.values())
+    fig.legend(handles, labels, loc="outside lower center", fontsize="small",
+               ncols=min(len(labels), 2 * len(names)))
     return fig
 
 

@@ -1,0 +1,39 @@
+"""`orchestrator reproduce W` refreshes the figure W's README embeds, from the unmodified
+reproduction only: a run with overrides measured something else and leaves it alone."""
+from __future__ import annotations
+
+import pytest
+from orchestrator import registry, runner
+from orchestrator.cli import main
+
+pytestmark = pytest.mark.usefixtures("local_ray")
+TINY_REPRODUCTION = """workload: aeria
+seed: 0
+ray: {num_cpus: 2}
+mlflow: {experiment: aeria-readme}
+aeria: {user_counts: [200, 400], num_seeds: 2, check_properties: false}
+"""
+
+
+@pytest.fixture
+def tiny_tree(workdir, monkeypatch):
+    """An experiments/ and workloads/ tree whose aeria reproduction takes seconds."""
+    (workdir / "experiments" / "aeria").mkdir(parents=True)
+    (workdir / "experiments" / "aeria" / "reproduce.yaml").write_text(TINY_REPRODUCTION)
+    (workdir / "workloads" / "aeria").mkdir(parents=True)
+    (workdir / "workloads" / "aeria" / "README.md").write_text("![revenue](figures/x.svg)\n")
+    monkeypatch.setattr(registry, "EXPERIMENTS_DIR", workdir / "experiments")
+    monkeypatch.setattr(runner, "readme_folder", lambda workload: workdir / "workloads" / "aeria")
+    return workdir / "workloads" / "aeria" / "figures"
+
+
+def test_only_the_unmodified_reproduction_writes_the_readme_figure(tiny_tree, capsys):
+    assert main(["reproduce", "aeria", "seed=1"]) == 0
+    assert not tiny_tree.exists()                      # overridden: not what the README shows
+
+    assert main(["reproduce", "aeria"]) == 0
+    assert "README figure:" in capsys.readouterr().out
+    svg = (tiny_tree / "revenue_vs_users.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "Revenue vs users" in svg
+    assert (tiny_tree / "revenue_vs_users.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tiny_tree.glob("*.part"))
