@@ -3,8 +3,9 @@
 The game prices devices with R_m(q) = (alpha_m S_m(q) + beta_m) / eps_m, where
 S_m(q) = sum_n p_n^2 G_n^2 / q_n over the tenant's enrolled devices (valuation.py). Hand-set
 alpha, beta say nothing about the real tenants, so a calibration run measures them: every owner of
-tenant m joins each round with probability q (one level at a time), SFL trains from the shared
-initial weights until the target, and the rounds it took are recorded. eps_m follows from the
+tenant m joins each round with probability q (one level at a time), or only the owners with the
+most data join, every round (`owner_fractions`), SFL trains from the shared initial weights until
+the target, and the rounds it took are recorded. eps_m follows from the
 target (`target_gap`); the fit is nonnegative least squares of measured R * eps on S, with each
 run that never reached the target as a constraint (the bound must predict more rounds than it
 ran), so the bound with the fitted constants predicts the measured rounds (`predicted_rounds`
@@ -32,15 +33,32 @@ MATCHED = ("size", "cut_layer", "pretrained", "lora_rank", "target_metric", "tar
 
 @dataclass(frozen=True)
 class LevelAllocation:
-    """Every owner of tenant m enrolled at participation level q: what `BiasResilient` reads."""
+    """Owners of tenant m enrolled at participation level q: what `BiasResilient` reads."""
 
-    choice: np.ndarray  # (N,) m for owners, -1 elsewhere
-    q: np.ndarray       # (N,) q for owners, 0 elsewhere
+    choice: np.ndarray  # (N,) m for enrolled owners, -1 elsewhere
+    q: np.ndarray       # (N,) q for enrolled owners, 0 elsewhere
 
     @classmethod
-    def owners_at(cls, data_m: np.ndarray, m: int, level: float) -> "LevelAllocation":
-        owners = data_m > 0
-        return cls(np.where(owners, m, -1), np.where(owners, level, 0.0))
+    def owners_at(cls, data_m: np.ndarray, m: int, level: float,
+                  fraction: float = 1.0) -> "LevelAllocation":
+        """The `fraction` of m's owners with the most data (at least one), each at q = level.
+        Fewer owners raise S through the data shares p, as a game that enrols few does."""
+        owners = np.flatnonzero(data_m > 0)
+        keep = owners[np.argsort(-data_m[owners], kind="stable")][:max(1, round(fraction *
+                                                                               len(owners)))]
+        on = np.zeros(len(data_m), bool)
+        on[keep] = True
+        return cls(np.where(on, m, -1), np.where(on, level, 0.0))
+
+
+def measurement_grid(levels: list[float], owner_fractions: list[float],
+                     biased: bool) -> list[tuple[float, float, bool]]:
+    """(owner fraction, q, unbiased) of every calibration run: every owner at each level (plain
+    FedAvg beside the p/q re-weighting where q < 1), then each smaller share of the owners at
+    q = 1 (where the two aggregations coincide)."""
+    runs = [(1.0, q, unbiased) for q in levels
+            for unbiased in ((True, False) if biased and q < 1 else (True,))]
+    return runs + [(f, 1.0, True) for f in owner_fractions if f < 1]
 
 
 def target_gap(metric: str, target: float) -> float:

@@ -158,6 +158,10 @@ class CalibrationConfig:
                                 " fitted; writes calibration.json (and `save_to`)")
     levels: list[float] = knob([0.2, 0.5, 0.8, 1.0], "participation levels q a calibration "
                                                      "measures", gt=0, le=1)
+    owner_fractions: list[float] = knob([], "also measure with only this share of each "
+                                            "tenant's owners enrolled (most data first), all at "
+                                            "q = 1: S then varies through the data shares",
+                                        gt=0, le=1)
     repeats: int = knob(2, "Bernoulli-draw seeds per level and aggregation", ge=1)
     biased: bool = knob(True, "also measure plain FedAvg (biased aggregation) at each level < 1")
     save_to: Optional[str] = knob(None, "also write the calibration JSON here (e.g. "

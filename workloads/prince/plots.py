@@ -66,7 +66,12 @@ def calibration(stored: dict) -> Figure:
             mine = [p for p in pts if p["aggregation"] == agg]
             met = [p for p in mine if np.isfinite(p["rounds"])]
             cens = [p for p in mine if not np.isfinite(p["rounds"])]
-            ax.scatter([p["S"] for p in met], [p["rounds"] for p in met], label=agg, **style)
+            for subset in (False, True):  # every owner at q, or the largest owners at q = 1
+                some = [p for p in met if (p.get("owner_fraction", 1.0) < 1) == subset]
+                if some:
+                    ax.scatter([p["S"] for p in some], [p["rounds"] for p in some],
+                               marker="s" if subset else "o", **style,
+                               label=f"{agg}, fewer owners at q = 1" if subset else agg)
             ax.scatter([p["S"] for p in cens], [p["max_rounds"] for p in cens], marker="^",
                        color=style["color"], alpha=0.6,
                        label=f"{agg}: not reached by the cap" if cens else None)

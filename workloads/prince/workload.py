@@ -116,7 +116,8 @@ def sfl_run(c: PrinceConfig, fl: Any, run_name: str, m: int, name: str, t, marke
 def calibrate(c: PrinceConfig, ctx: Any, fl: Any, market, init: dict) -> list[dict]:
     """The calibration run (`calibration.measure`): for each tenant, level q and repeat, every
     owner joins each round with probability q and SFL trains from `init` to the target, with p/q
-    re-weighting and (levels < 1) with plain FedAvg; alpha, beta fitted per tenant. Logs
+    re-weighting and (levels < 1) with plain FedAvg; then each `owner_fractions` share of the
+    owners at q = 1; alpha, beta fitted per tenant. Logs
     calibration.json / calibration.csv / calibration.png, writes `save_to`, returns the points."""
     from workloads.prince import calibration, plots
 
@@ -124,26 +125,30 @@ def calibrate(c: PrinceConfig, ctx: Any, fl: Any, market, init: dict) -> list[di
     for m, (name, t) in enumerate(c.tenants.enabled()):
         data, grad = market.devices.data[:, m], market.devices.grad_norm[:, m]
         with ctx.tracker.child(f"calibrate-{name}") as child:
-            for level in cal.levels:
-                alloc = calibration.LevelAllocation.owners_at(data, m, level)
+            for fraction, level, unbiased in calibration.measurement_grid(
+                    cal.levels, cal.owner_fractions, cal.biased):
+                alloc = calibration.LevelAllocation.owners_at(data, m, level, fraction)
                 S = calibration.variance_term(data, grad, alloc.q)
-                for unbiased in (True, False) if cal.biased and level < 1 else (True,):
-                    for rep in range(cal.repeats):
-                        run_name = f"{name}-q{level:g}-{'unbiased' if unbiased else 'biased'}-{rep}"
-                        out = ctx.cached(f"calibrate-{run_name}", (c,), lambda: sfl_run(
-                            c, fl, run_name, m, name, t, market, alloc, unbiased,
-                            1000 * ctx.seed + rep, init[name], child))
-                        hist = out["history"]
-                        points.append({
-                            "tenant": name, "level": level, "repeat": rep, "S": S,
-                            "aggregation": "unbiased" if unbiased else "biased",
-                            "rounds": calibration.measured_rounds(hist, t.target_metric, t.target),
-                            "max_rounds": c.training.rounds,
-                            f"final_{t.target_metric}": hist[-1][t.target_metric] if hist
-                            else float("nan")})
+                owners = f"-owners{fraction:g}" if fraction < 1 else ""
+                for rep in range(cal.repeats):
+                    run_name = (f"{name}{owners}-q{level:g}-"
+                                f"{'unbiased' if unbiased else 'biased'}-{rep}")
+                    out = ctx.cached(f"calibrate-{run_name}", (c,), lambda: sfl_run(
+                        c, fl, run_name, m, name, t, market, alloc, unbiased,
+                        1000 * ctx.seed + rep, init[name], child))
+                    hist = out["history"]
+                    points.append({
+                        "tenant": name, "level": level, "owners": int((alloc.q > 0).sum()),
+                        "owner_fraction": fraction, "repeat": rep, "S": S,
+                        "aggregation": "unbiased" if unbiased else "biased",
+                        "rounds": calibration.measured_rounds(hist, t.target_metric, t.target),
+                        "max_rounds": c.training.rounds,
+                        f"final_{t.target_metric}": hist[-1][t.target_metric] if hist
+                        else float("nan")})
     stored = calibration.build(points, dict(c.tenants.enabled()), {
         "seed": ctx.seed, "num_devices": c.federation.num_devices, "rounds": c.training.rounds,
-        "levels": list(cal.levels), "repeats": cal.repeats})
+        "levels": list(cal.levels), "owner_fractions": list(cal.owner_fractions),
+        "repeats": cal.repeats})
     ctx.tracker.log_text(calibration.dumps(stored), "calibration.json")
     rows = [dict(p) for p in points]
     ctx.tracker.log_table(rows, "calibration.csv")

@@ -66,6 +66,22 @@ def test_refit_recomputes_constants_and_predictions_from_the_stored_points(tmp_p
         calibration.predicted_rounds(again, p["S"])) for p in again["points"])
 
 
+def test_a_calibration_varies_s_through_q_and_through_how_many_owners_are_enrolled():
+    data = np.array([0.0, 50, 10, 30, 0, 20])
+    grad = np.ones(6)
+    every = calibration.LevelAllocation.owners_at(data, 2, 1.0)
+    half = calibration.LevelAllocation.owners_at(data, 2, 1.0, fraction=0.5)
+    assert list(every.choice) == [-1, 2, 2, 2, -1, 2]
+    assert list(half.choice) == [-1, 2, -1, 2, -1, -1]          # the two owners with most data
+    s = [calibration.variance_term(data, grad, a.q) for a in (every, half)]
+    assert s[1] > s[0]
+    assert calibration.variance_term(data, grad, 0.5 * every.q) == pytest.approx(2 * s[0])
+    assert calibration.LevelAllocation.owners_at(data, 2, 1.0, fraction=0.01).q.sum() == 1
+    grid = calibration.measurement_grid([0.2, 0.5, 1.0], [1.0, 0.5], biased=True)
+    assert grid == [(1.0, 0.2, True), (1.0, 0.2, False), (1.0, 0.5, True), (1.0, 0.5, False),
+                    (1.0, 1.0, True), (0.5, 1.0, True)]
+
+
 def test_eps_follows_the_target_and_rounds_count_from_the_first_of_two_hits():
     assert calibration.target_gap("loss", 2.1) == 2.1
     assert calibration.target_gap("accuracy", 0.8) == pytest.approx(0.2)
@@ -107,11 +123,16 @@ def test_a_calibration_run_stores_its_fit_and_a_later_run_prices_with_it(workdir
     saved = workdir / "cal.json"
     assert main(["run", QUICKSTART, *ONE_TENANT, "prince.calibration.measure=true",
                  "prince.calibration.levels=[0.5,1.0]", "prince.calibration.repeats=1",
+                 "prince.calibration.owner_fractions=[0.5]",
                  f"prince.calibration.save_to={saved}", "mlflow.experiment=prince-cal"]) == 0
     stored = json.loads(saved.read_text())
     vit = stored["tenants"]["vit"]
-    levels = {(p["level"], p["aggregation"]) for p in vit["points"]}
-    assert levels == {(0.5, "unbiased"), (0.5, "biased"), (1.0, "unbiased")}
+    runs = {(p["owner_fraction"], p["level"], p["aggregation"]) for p in vit["points"]}
+    assert runs == {(1.0, 0.5, "unbiased"), (1.0, 0.5, "biased"), (1.0, 1.0, "unbiased"),
+                    (0.5, 1.0, "unbiased")}
+    every, half = (next(p for p in vit["points"] if p["owner_fraction"] == f and p["level"] == 1)
+                   for f in (1.0, 0.5))
+    assert half["owners"] < every["owners"] and half["S"] > every["S"]
     assert vit["eps"] == pytest.approx(2.4) and vit["settings"]["target"] == 2.4
     client = MlflowClient(store())
     exp = client.get_experiment_by_name("prince-cal")
