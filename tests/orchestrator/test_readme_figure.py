@@ -6,7 +6,7 @@ import pytest
 from orchestrator import registry, runner
 from orchestrator.cli import main
 
-pytestmark = pytest.mark.usefixtures("local_ray")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 TINY_REPRODUCTION = """workload: aeria
 seed: 0
 ray: {num_cpus: 2}

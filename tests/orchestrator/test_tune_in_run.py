@@ -8,7 +8,7 @@ import pytest
 from orchestrator.progress import progress
 from orchestrator.workload import RunContext
 
-pytestmark = pytest.mark.usefixtures("local_ray")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 SPACE = {"lr": ("log", 1e-4, 1e-1), "momentum": ("uniform", 0.0, 0.9)}
 
 
