@@ -202,6 +202,7 @@ def refresh_readme_figure(cfg: Any, workload: Any, run_id: str) -> list[Path]:
     folder = readme_folder(workload)
     if not workload.readme_figure or not (folder / "README.md").is_file():
         return []
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per file
     client = MlflowClient(tracking_uri(cfg.mlflow.tracking_uri))
     (folder / "figures").mkdir(exist_ok=True)
     written = []

@@ -32,7 +32,8 @@ def test_only_the_unmodified_reproduction_writes_the_readme_figure(tiny_tree, ca
     assert not tiny_tree.exists()                      # overridden: not what the README shows
 
     assert main(["reproduce", "aeria"]) == 0
-    assert "README figure:" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "README figure:" in out.out and "Downloading artifacts" not in out.err
     svg = (tiny_tree / "revenue_vs_users.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "Revenue vs users" in svg
     assert (tiny_tree / "revenue_vs_users.png").read_bytes()[:4] == b"\x89PNG"

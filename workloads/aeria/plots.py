@@ -34,8 +34,9 @@ def _curves(summary: Summary, key: str, ylabel: str, title: str, seeds: int) -> 
                     linestyle=line, capsize=3, label=name)
     ax.set_xscale("log")
     means = np.concatenate([s[f"{key}_mean"] for s in summary.values()]) if summary else []
-    if len(means) and means.min() > 0 and means.max() / means.min() > 100:
-        ax.set_yscale("log")  # the values span decades
+    if len(means) and means.min() > 0 and means.max() / means.min() > 10:
+        ax.set_yscale("log")  # the values span a decade or more
+        ylabel += " (log scale)"
     first = next(iter(summary.values())) if summary else {}
     counts, loads = first.get("num_users", []), first.get("load_mean")
     labels = [f"{int(n):,}" if loads is None else f"{int(n):,}\nload {load:.2g}x"
