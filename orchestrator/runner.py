@@ -194,25 +194,26 @@ def readme_folder(workload: Any) -> Path:
 def refresh_readme_figure(cfg: Any, workload: Any, run_id: str) -> list[Path]:
     """Copy the reproduction's `workload.readme_figure` (SVG and PNG) from its parent run into
     `figures/` beside the workload's README, so the README shows what the last reproduction
-    measured. Only the unmodified reproduction calls this (overrides change the results)."""
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.tracking import tracking_uri
+    measured. Only the unmodified reproduction calls this (overrides change the results).
+    Both files are fetched before either is replaced: never a new SVG beside an old PNG."""
+    from orchestrator.tracking import download_artifacts
 
     folder = readme_folder(workload)
     if not workload.readme_figure or not (folder / "README.md").is_file():
         return []
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per file
-    client = MlflowClient(tracking_uri(cfg.mlflow.tracking_uri))
+    names = [workload.readme_figure + suffix for suffix in (".svg", ".png")]
     (folder / "figures").mkdir(exist_ok=True)
-    written = []
     with tempfile.TemporaryDirectory() as tmp:
-        for suffix in (".svg", ".png"):
-            name = workload.readme_figure + suffix
-            local = Path(client.download_artifacts(run_id, name, tmp))
-            target = folder / "figures" / Path(name).name
-            part = target.with_name(target.name + ".part")
-            shutil.copyfile(local, part)
-            os.replace(part, target)  # never a half-written figure
-            written.append(target)
-    return written
+        fetched = download_artifacts(cfg.mlflow.tracking_uri, run_id, names, Path(tmp))
+        parts = [folder / "figures" / f"{local.name}.part" for local in fetched]
+        try:
+            for local, part in zip(fetched, parts):
+                shutil.copyfile(local, part)
+        except OSError:
+            for part in parts:
+                part.unlink(missing_ok=True)
+            raise
+    targets = [part.with_name(part.name[:-len(".part")]) for part in parts]
+    for part, target in zip(parts, targets):
+        os.replace(part, target)
+    return targets

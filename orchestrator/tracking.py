@@ -571,6 +571,20 @@ def _pick(client: Any, uri: str, experiment: str, run_id: str | None, status: st
 
 
 # --------------------------------------------------------------------------- helpers
+def download_artifacts(cfg_uri: str, run_id: str, paths: Sequence[str], dest: Path) -> list[Path]:
+    """Local copies of a run's artifacts `paths` under `dest` (no progress bar per file)."""
+    client = _client(tracking_uri(cfg_uri))
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        return [Path(client.download_artifacts(run_id, path, str(dest))) for path in paths]
+    finally:
+        if previous is None:
+            del os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+
+
 def rows_to_csv(rows: Sequence[dict]) -> str:
     from orchestrator.workload import rows_to_columns
 

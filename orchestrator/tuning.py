@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -131,24 +132,30 @@ def tune_function(fn: Any, space: dict, num_samples: int, seed: int, storage: Pa
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
+    if not space:
+        raise ValueError(f"{desc}: nothing to tune (an empty search space); run the method as "
+                         "configured instead")
     draw = {"uniform": tune.uniform, "log": tune.loguniform}
     params = {key: draw[kind](low, high) for key, (kind, low, high) in space.items()}
     searcher = BasicVariantGenerator(points_to_evaluate=[first] if first else None,
                                      random_state=seed)
-    with progress_bar(num_samples, desc) as bar:
+    Path(storage).mkdir(parents=True, exist_ok=True)
+    # Tune's own files are scratch: the results come back in memory
+    with progress_bar(num_samples, desc) as bar, tempfile.TemporaryDirectory(dir=storage) as tmp:
         tuner = tune.Tuner(
             tune.with_parameters(_report, fn=fn), param_space=params,
             tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=searcher,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name=f"{desc.replace(' ', '-')}-{seed}", verbose=0,
-                                      storage_path=str(Path(storage).resolve()),
+            run_config=tune.RunConfig(name=desc.replace(" ", "-"), verbose=0,
+                                      storage_path=str(Path(tmp).resolve()),
                                       failure_config=tune.FailureConfig(fail_fast=True),
                                       callbacks=[TrialCounter(bar)]))
         grid = tuner.fit()
     if grid.errors:
         raise RuntimeError(f"{desc}: {len(grid.errors)} of {len(grid)} trials failed. "
                            f"First error: {grid.errors[0]}")
-    done = sorted(grid, key=lambda r: r.metrics["trial_id"])  # ids end in a creation counter
+    # trial ids end in a creation counter: <experiment>_<NNNNN>
+    done = sorted(grid, key=lambda r: int(r.metrics["trial_id"].rsplit("_", 1)[1]))
     return [({k: r.config[k] for k in space}, {k: v for k, v in r.metrics.items()
                                                if _is_metric(k, v)}) for r in done]
 
@@ -234,6 +241,9 @@ class TrialCounter(_tune_callback_base()):
             self.bar.advance()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._advance()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
         self._advance()
 
 

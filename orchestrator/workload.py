@@ -91,6 +91,9 @@ def device_pool_request(fed: Any, prefix: str, phase: str = "") -> ResourceReque
                            count_key=f"{prefix}.num_actors", phase=phase)
 
 
+TUNE_STREAM = 7_919  # first key of `ctx.tune`'s generators (a prime no other stream uses)
+
+
 def derive_rng(seed: int, *keys: int) -> np.random.Generator:
     """The one seeding helper: an independent generator for (seed, *keys), the same every time."""
     return np.random.default_rng([seed, *keys])
@@ -160,7 +163,8 @@ class RunContext:
         ({knob: ("uniform" | "log", low, high)}), drawn from the run's seed and `key`."""
         from orchestrator.tuning import tune_function
 
-        return tune_function(fn, space, num_samples, seed=int(self.rng(key).integers(2**31)),
+        draws = derive_rng(self.cfg.seed, TUNE_STREAM, key)  # apart from every ctx.rng(...)
+        return tune_function(fn, space, num_samples, seed=int(draws.integers(2**31)),
                              storage=Path(self.checkpoint_dir) / "tune", first=first,
                              desc=desc, progress_bar=self.progress)
 

@@ -38,3 +38,38 @@ def test_only_the_unmodified_reproduction_writes_the_readme_figure(tiny_tree, ca
     assert svg.lstrip().startswith("<?xml") and "Revenue vs users" in svg
     assert (tiny_tree / "revenue_vs_users.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tiny_tree.glob("*.part"))
+
+
+def test_the_readme_folder_is_beside_the_workload_module():
+    folder = runner.readme_folder(registry.get("aeria"))
+    assert folder == registry.WORKLOADS_DIR / "aeria" and (folder / "README.md").is_file()
+
+
+def test_a_missing_figure_replaces_nothing(workdir, monkeypatch):
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+    from orchestrator.config import load_experiment
+    from orchestrator.tracking import parent_run
+    from tests.conftest import QUICKSTART
+
+    cfg = load_experiment(QUICKSTART, ["mlflow.experiment=figs"])
+    fig = Figure()
+    fig.add_subplot().plot([1, 2])
+    with parent_run(cfg, str(QUICKSTART), "run") as parent:
+        parent.log_figure(fig, "seed_0/curve.png")
+    (workdir / "README.md").write_text("![](figures/curve.svg)\n")
+    (workdir / "figures").mkdir()
+    (workdir / "figures" / "curve.png").write_bytes(b"old")
+    monkeypatch.setattr(runner, "readme_folder", lambda workload: workdir)
+
+    gone = SimpleNamespace(readme_figure="seed_0/gone")
+    with pytest.raises(Exception):
+        runner.refresh_readme_figure(cfg, gone, parent.run_id)
+    assert sorted(p.name for p in (workdir / "figures").iterdir()) == ["curve.png"]
+    assert (workdir / "figures" / "curve.png").read_bytes() == b"old"
+
+    there = SimpleNamespace(readme_figure="seed_0/curve")
+    written = runner.refresh_readme_figure(cfg, there, parent.run_id)
+    assert sorted(p.name for p in written) == ["curve.png", "curve.svg"]
+    assert (workdir / "figures" / "curve.png").read_bytes()[:4] == b"\x89PNG"

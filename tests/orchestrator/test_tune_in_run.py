@@ -47,6 +47,11 @@ def test_tune_draws_the_same_settings_from_the_same_seed_and_key(tmp_path):
     assert settings(0, 1, "a") != settings(0, 2, "c")   # another method: its own draws
 
 
+def test_an_empty_space_is_refused_instead_of_repeating_one_setting(tmp_path):
+    with pytest.raises(ValueError, match="nothing to tune"):
+        context(tmp_path).tune(loss, {}, 4)
+
+
 def test_a_failing_trial_fails_the_tuning_with_its_error(tmp_path):
     def broken(setting: dict) -> dict:
         raise ValueError("objective exploded")

@@ -14,7 +14,6 @@ from orchestrator.plotting import STYLES
 Summary = dict[str, dict[str, np.ndarray]]
 
 
-
 def ci95_half_width(std: np.ndarray, seeds: int) -> np.ndarray:
     """Half-width of the 95% t interval of a mean over `seeds`, from the population std (ddof 0)
     the summary holds; 0 for one seed (no interval)."""

@@ -52,7 +52,6 @@ CLAIMS = (
 WORKLOAD = Workload(
     name="deepfusion", config_cls=DeepFusionConfig, run=run, trial=trial,
     trial_metrics=trial_metrics, resource_requests=resource_requests, claims=CLAIMS,
-    readme_figure="seed_0/tables_I_II",
     reference="deepfusion",
     description="one-shot federated KD of heterogeneous on-device LLMs into an MoE (DeepFusion) "
                 "vs centralized, FedJETS, FedMKT, OFA-KD and the no-VAA ablation")

@@ -44,8 +44,8 @@ class LevelAllocation:
         """The `fraction` of m's owners with the most data (at least one), each at q = level.
         Fewer owners raise S through the data shares p, as a game that enrols few does."""
         owners = np.flatnonzero(data_m > 0)
-        keep = owners[np.argsort(-data_m[owners], kind="stable")][:max(1, round(fraction *
-                                                                               len(owners)))]
+        count = max(1, math.floor(fraction * len(owners)))  # half of 9 owners: 4
+        keep = owners[np.argsort(-data_m[owners], kind="stable")][:count]
         on = np.zeros(len(data_m), bool)
         on[keep] = True
         return cls(np.where(on, m, -1), np.where(on, level, 0.0))
