@@ -44,3 +44,16 @@ def test_prince_progress_gives_each_method_a_style_and_labels_the_target():
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == [*methods, "target"]
     assert "lower is better" in ax.get_title() and "(s)" in ax.get_xlabel()
+
+
+def test_prince_keeps_each_methods_colour_when_a_panel_lacks_a_method():
+    methods = ["prince", "uniform_price", "independent_pricing"]
+    hist = [{"sim_seconds": t, "loss": 2.5 - 0.1 * t} for t in range(3)]
+    runs = {m: {"vit": {"history": hist}, "bert": {"history": hist if m != "prince" else []}}
+            for m in methods}
+    fig = prince_plots.progress_vs_time(["vit", "bert"], runs,
+                                        {"vit": ("loss", 2.3), "bert": ("loss", 2.3)})
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()}
+               for ax in fig.axes]
+    assert colours[1]["uniform_price"] == colours[0]["uniform_price"]
+    assert colours[1]["independent_pricing"] == colours[0]["independent_pricing"]

@@ -34,11 +34,12 @@ def progress_vs_time(names: list[str], runs: dict, targets: dict) -> Figure:
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, name in zip(axes, names):
         metric, target = targets[name]
-        for (method, per_tenant), (marker, line) in zip(runs.items(), STYLES):
+        for i, ((method, per_tenant), (marker, line)) in enumerate(zip(runs.items(), STYLES)):
             hist = per_tenant[name]["history"]
-            if hist:
+            if hist:  # colour fixed per method: a panel without some method keeps the others'
                 ax.plot([h["sim_seconds"] for h in hist], [h[metric] for h in hist],
-                        marker=marker, linestyle=line, markersize=4, label=method)
+                        marker=marker, linestyle=line, markersize=4, label=method,
+                        color=f"C{i % 10}")
         ax.axhline(target, ls=(0, (1, 1)), color="black", lw=1, label="target")
         ax.set(title=f"{name} ({'higher' if metric == 'accuracy' else 'lower'} is better)",
                xlabel="simulated wall time (s)", ylabel=f"test {metric}")
