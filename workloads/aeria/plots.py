@@ -25,7 +25,7 @@ def ci95_half_width(std: np.ndarray, seeds: int) -> np.ndarray:
 
 
 def _curves(summary: Summary, key: str, ylabel: str, title: str, seeds: int) -> Figure:
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(8.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     for (name, stats), (marker, line) in zip(summary.items(), STYLES):
         ax.errorbar(stats["num_users"], stats[f"{key}_mean"],
@@ -35,7 +35,8 @@ def _curves(summary: Summary, key: str, ylabel: str, title: str, seeds: int) -> 
     means = np.concatenate([s[f"{key}_mean"] for s in summary.values()]) if summary else []
     if len(means) and means.min() > 0 and means.max() / means.min() > 10:
         ax.set_yscale("log")  # the values span a decade or more
-        ylabel += " (log scale)"
+        first, _, rest = ylabel.partition("\n")
+        ylabel = f"{first} (log scale)" + (f"\n{rest}" if rest else "")
     first = next(iter(summary.values())) if summary else {}
     counts, loads = first.get("num_users", []), first.get("load_mean")
     labels = [f"{int(n):,}" if loads is None else f"{int(n):,}\nload {load:.2g}x"
@@ -47,7 +48,8 @@ def _curves(summary: Summary, key: str, ylabel: str, title: str, seeds: int) -> 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     bars = f"bars: 95% interval over {seeds} seeds" if seeds > 1 else "one seed: no interval"
-    ax.legend(fontsize="small", title=f"mean; {bars}", title_fontsize="small")
+    ax.legend(fontsize="small", title=f"mean; {bars}", title_fontsize="small",
+              loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: covers no line
     return fig
 
 
