@@ -90,9 +90,10 @@ class AeriaConfig:
     posted_price: float = knob(2.0, "price of posted_price (uninformed: tune it like any knob)",
                                gt=0)
     cost_plus_margin: float = knob(0.2, "markup fraction of cost_plus over Edgent's cost", ge=0)
-    tune_samples: int = knob(0, "`run` first tunes every mechanism's knobs: this many random "
-                                "settings each (the same budget for all), scored by revenue on "
-                                "markets of their own seeds; 0: use the knobs as given", ge=0)
+    tune_samples: int = knob(0, "`run` first tunes every mechanism's knobs: a Ray Tune search "
+                                "of this many trials each (the same budget for all; the given "
+                                "setting first), scored by revenue on markets of their own "
+                                "seeds; 0: use the knobs as given", ge=0)
     tune_seeds: int = knob(3, "markets per user count the tuning scores each setting on", ge=1)
     arrival_windows: int = knob(0, "simulate users arriving over this many time windows "
                                    "(num_users in all; 0: no simulation)", ge=0)
