@@ -120,30 +120,29 @@ def scheduler(name: str) -> Any:
 
 
 # --------------------------------------------------------------------------- inside a run
-def tune_function(fn: Any, space: dict, num_samples: int, seed: int, storage: Path,
+def tune_function(fn: Any, dims: list[Dim], num_samples: int, seed: int, storage: Path,
                   first: dict | None = None, desc: str = "tuning",
                   progress_bar: Any = progress) -> list[tuple[dict, dict]]:
     """A Ray Tune random search of a pure `fn(setting) -> {metric: float}`, for a workload that
     tunes its methods inside `run` (each method its own search, the same `num_samples`).
 
-    `space` is {key: ("uniform" | "log", low, high)}; `first` (the configured setting) is the
-    first of the `num_samples` trials. Returns (setting, metrics) per trial in trial order;
+    `dims` are sweep axes (`sweepspec.Dim`, the kinds `sweep.params` takes), turned into Tune's
+    space by the same `param_space` a sweep uses; `first` (the configured setting) is the first
+    of the `num_samples` trials. Returns ({dim path: value}, metrics) per trial in trial order;
     choosing the best is the caller's, since one search may serve several objectives."""
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    if not space:
-        raise ValueError(f"{desc}: nothing to tune (an empty search space); run the method as "
+    if not dims:
+        raise ValueError(f"{desc}: nothing to tune (no search axes); run the method as "
                          "configured instead")
-    draw = {"uniform": tune.uniform, "log": tune.loguniform}
-    params = {key: draw[kind](low, high) for key, (kind, low, high) in space.items()}
     searcher = BasicVariantGenerator(points_to_evaluate=[first] if first else None,
                                      random_state=seed)
     Path(storage).mkdir(parents=True, exist_ok=True)
     # Tune's own files are scratch: the results come back in memory
     with progress_bar(num_samples, desc) as bar, tempfile.TemporaryDirectory(dir=storage) as tmp:
         tuner = tune.Tuner(
-            tune.with_parameters(_report, fn=fn), param_space=params,
+            tune.with_parameters(_report, fn=fn), param_space=param_space(dims),
             tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=searcher,
                                         reuse_actors=True),
             run_config=tune.RunConfig(name=desc.replace(" ", "-"), verbose=0,
@@ -156,8 +155,8 @@ def tune_function(fn: Any, space: dict, num_samples: int, seed: int, storage: Pa
                            f"First error: {grid.errors[0]}")
     # trial ids end in a creation counter: <experiment>_<NNNNN>
     done = sorted(grid, key=lambda r: int(r.metrics["trial_id"].rsplit("_", 1)[1]))
-    return [({k: r.config[k] for k in space}, {k: v for k, v in r.metrics.items()
-                                               if _is_metric(k, v)}) for r in done]
+    return [({d.path: flatten(r.config)[d.path] for d in dims},
+             {k: v for k, v in r.metrics.items() if _is_metric(k, v)}) for r in done]
 
 
 def _report(config: dict, fn: Any) -> None:

@@ -110,7 +110,7 @@ class RunContext:
                     a sweep, one directory the trials share for work their configs have in common
     federation:     the federated engine (orchestrator/federated/engine.py), checkpointing here
     cached:         `ctx.cached(name, inputs, compute)`: a result kept by a digest of its inputs
-    tune:           `ctx.tune(fn, space, num_samples, first=..)`: a Ray Tune search of a pure
+    tune:           `ctx.tune(fn, dims, num_samples, first=..)`: a Ray Tune search of a pure
                     function inside `run` (a method tuned before it is compared)
     """
 
@@ -157,14 +157,14 @@ class RunContext:
 
         return cached(Path(self.checkpoint_dir), name, (self.seed, *inputs), compute)
 
-    def tune(self, fn: Callable[[dict], dict], space: dict, num_samples: int, key: int = 0,
+    def tune(self, fn: Callable[[dict], dict], dims: list, num_samples: int, key: int = 0,
              first: Optional[dict] = None, desc: str = "tuning") -> list[tuple[dict, dict]]:
-        """(setting, metrics) of each of `num_samples` Ray Tune trials of `fn` over `space`
-        ({knob: ("uniform" | "log", low, high)}), drawn from the run's seed and `key`."""
+        """(setting, metrics) of each of `num_samples` Ray Tune trials of `fn` over `dims`
+        (`sweepspec.Dim` axes, as in `sweep.params`), drawn from the run's seed and `key`."""
         from orchestrator.tuning import tune_function
 
         draws = derive_rng(self.cfg.seed, TUNE_STREAM, key)  # apart from every ctx.rng(...)
-        return tune_function(fn, space, num_samples, seed=int(draws.integers(2**31)),
+        return tune_function(fn, dims, num_samples, seed=int(draws.integers(2**31)),
                              storage=Path(self.checkpoint_dir) / "tune", first=first,
                              desc=desc, progress_bar=self.progress)
 

@@ -6,10 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 from orchestrator.progress import progress
+from orchestrator.sweepspec import Dim
 from orchestrator.workload import RunContext
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
-SPACE = {"lr": ("log", 1e-4, 1e-1), "momentum": ("uniform", 0.0, 0.9)}
+SPACE = [Dim("lr", "loguniform", low=1e-4, high=1e-1),
+         Dim("momentum", "uniform", low=0.0, high=0.9)]
 
 
 def objective():
@@ -49,7 +51,7 @@ def test_tune_draws_the_same_settings_from_the_same_seed_and_key(tmp_path):
 
 def test_an_empty_space_is_refused_instead_of_repeating_one_setting(tmp_path):
     with pytest.raises(ValueError, match="nothing to tune"):
-        context(tmp_path).tune(loss, {}, 4)
+        context(tmp_path).tune(loss, [], 4)
 
 
 def test_a_failing_trial_fails_the_tuning_with_its_error(tmp_path):

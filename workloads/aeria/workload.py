@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from orchestrator.sweepspec import Dim
 from orchestrator.workload import ResourceRequest
 from workloads.aeria.allocation import run_mechanism
 from workloads.aeria.config import AeriaConfig
@@ -34,17 +35,17 @@ TRIAL_METRICS = ("revenue", "competitive_ratio", "revenue_share", "served", "wel
                  "eip_income", "payments", "utilisation")
 _MARKET_FIELDS = ("services", "service_weights", "profiles", "values", "users", "edge")
 
-# What tuning may change per mechanism: (knob of AeriaConfig, "log" | "uniform", low, high).
+# What tuning may change per mechanism: (knob of AeriaConfig, "loguniform" | "uniform", low, high).
 # Every mechanism with knobs gets the same number of random settings; the oracles have none.
 SEARCH_SPACE: dict[str, tuple[tuple[str, str, float, float], ...]] = {
-    "aeria": (("consensus_base", "log", 1.2, 4.0), ("reserve_price", "uniform", 0.0, 1.0),
-              ("capacity_grid_base", "log", 1.05, 2.0)),
-    "core": (("consensus_base", "log", 1.2, 4.0), ("reserve_price", "uniform", 0.0, 1.0)),
-    "cost_share": (("cost_share_target", "log", 0.02, 2.0),),
+    "aeria": (("consensus_base", "loguniform", 1.2, 4.0), ("reserve_price", "uniform", 0.0, 1.0),
+              ("capacity_grid_base", "loguniform", 1.05, 2.0)),
+    "core": (("consensus_base", "loguniform", 1.2, 4.0), ("reserve_price", "uniform", 0.0, 1.0)),
+    "cost_share": (("cost_share_target", "loguniform", 0.02, 2.0),),
     "rsop": (("reserve_price", "uniform", 0.0, 1.0),),
     "rspe": (("reserve_price", "uniform", 0.0, 1.0),),
     "vcg_capacity": (("reserve_price", "uniform", 0.0, 1.0),),
-    "posted_price": (("posted_price", "log", 0.1, 10.0),),
+    "posted_price": (("posted_price", "loguniform", 0.1, 10.0),),
     "cost_plus": (("cost_plus_margin", "uniform", 0.0, 5.0),),
 }
 
@@ -143,9 +144,9 @@ def evaluate_cell(cell: Cell) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- tuning
-def tuning_space(name: str) -> dict[str, tuple[str, float, float]]:
-    """`name`'s knobs as a search space for `ctx.tune`: {knob: (scale, low, high)}."""
-    return {key: (kind, lo, hi) for key, kind, lo, hi in SEARCH_SPACE.get(name, ())}
+def tuning_space(name: str) -> list[Dim]:
+    """`name`'s knobs as search axes for `ctx.tune` (the kinds `sweep.params` takes)."""
+    return [Dim(key, kind, low=lo, high=hi) for key, kind, lo, hi in SEARCH_SPACE.get(name, ())]
 
 
 def score_setting(setting: dict, cfg: AeriaConfig, name: str,
