@@ -68,7 +68,15 @@ def verdict(claim: Claim, mean: float, low: float, high: float) -> str:
 def check(claims: Sequence[Claim], rows: Rows) -> list[dict]:
     """One row per claim: what, paper, ours, the interval, seeds, verdict. A claim the rows
     cannot answer (a method left out of the run) is left out; one whose values cannot be
-    computed or are not finite is reported as undetermined, never failing the finished run."""
+    computed or are not finite is reported as undetermined, never failing the finished run.
+    Rows of a grid run (a `setting` column) are checked setting by setting: one row per claim
+    and setting, the setting named in the row."""
+    settings = list(dict.fromkeys(r["setting"] for r in rows
+                                  if isinstance(r, dict) and "setting" in r))
+    if settings:
+        return [{"setting": s, **row} for s in settings
+                for row in check(claims, [{k: v for k, v in r.items() if k != "setting"}
+                                          for r in rows if r.get("setting") == s])]
     out = []
     for c in claims:
         row = {"claim": c.what, "paper": c.paper, "ours": float("nan"), "ci95_low": float("nan"),
@@ -90,12 +98,15 @@ def check(claims: Sequence[Claim], rows: Rows) -> list[dict]:
 
 
 def markdown(table: Sequence[dict]) -> str:
-    lines = ["| claim | paper | ours (mean) | 95% interval | seeds | verdict |",
-             "|---|---|---|---|---|---|"]
+    grid = any("setting" in r for r in table)
+    lines = ["| " + ("setting | " if grid else "") +
+             "claim | paper | ours (mean) | 95% interval | seeds | verdict |",
+             "|---" * (7 if grid else 6) + "|"]
     for r in table:
         ci = "n/a (one seed)" if r["seeds"] == 1 else "n/a" if math.isnan(r["ci95_low"]) else \
             f"[{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]"
-        lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']:.4g}{r['unit']} | {ci} | "
+        lines.append("| " + (f"{r.get('setting', '')} | " if grid else "") +
+                     f"{r['claim']} | {r['paper']} | {r['ours']:.4g}{r['unit']} | {ci} | "
                      f"{r['seeds']} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
 

@@ -231,7 +231,8 @@ def _write_summary(out, path: Path) -> None:
 def _claim_row(c: dict) -> dict:
     """A claims.csv row as the terminal shows it: the interval in one cell, n/a for one seed."""
     ci = "n/a" if c["seeds"] < 2 else f"[{c['ci95_low']:.4g}, {c['ci95_high']:.4g}]"
-    return {"claim": c["claim"], "paper": c["paper"], "ours": f"{c['ours']:.4g}{c['unit']}",
+    return {**({"setting": c["setting"]} if "setting" in c else {}),
+            "claim": c["claim"], "paper": c["paper"], "ours": f"{c['ours']:.4g}{c['unit']}",
             "95% interval": ci, "seeds": c["seeds"], "verdict": c["verdict"]}
 
 

@@ -131,6 +131,11 @@ class ExperimentBase:
     seeds: int = knob(1, "run the experiment for seeds seed, seed+1, ..., seed+seeds-1: child runs "
                       "'<name> seed <s>', a seed column in results.csv, 95% intervals in the "
                       "paper-claims table (`run` only; a sweep varies `seed` in sweep.params)", ge=1)
+    grid: dict = knob({}, "settings to repeat the run over, dotted config key -> list of values, "
+                      "e.g. {deepfusion.data.case: [financial, medical]}: every combination "
+                      "runs (times `seeds`) as child runs '<name> setting <label>', with a "
+                      "setting column in results.csv and the paper's claims checked per "
+                      "setting (`run` only; a sweep uses sweep.params)")
     state_dir: str = knob(".orchestrator", "what must outlive a process: run checkpoints and "
                           "--resume state (state/), Tune results (ray_results/). On a cluster, "
                           "an absolute path every node shares (NFS, a PVC), so Ray Train "
@@ -424,6 +429,10 @@ def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> A
         from orchestrator.sweepspec import check_sweep
 
         check_sweep(cfg, schema, workload)
+    if cfg.grid:
+        from orchestrator.sweepspec import grid_settings
+
+        grid_settings(cfg)  # every setting builds, or one error naming the grid key
     return cfg
 
 

@@ -41,6 +41,9 @@ def check(cfg: Any, kind: str) -> Any:
     if kind == "sweep" and cfg.seeds > 1:
         raise ConfigError("seeds", "a sweep runs each trial at `seed`; `seeds` repeats a run",
                           "drop seeds, or sweep over seeds with sweep.params.seed: {grid: [0, 1, 2]}")
+    if kind == "sweep" and cfg.grid:
+        raise ConfigError("grid", "a sweep varies its settings in sweep.params",
+                          "move the grid to sweep.params: {key: {grid: [..]}}")
     if kind == "sweep" and not cfg.sweep.params:
         raise ConfigError("sweep.params", "nothing to sweep", "add sweep.params to the config")
     if kind == "sweep" and workload.trial is None and workload.trial_batch is None:
@@ -72,13 +75,33 @@ def execute(cfg: Any, config_path: str, overrides: list[str], kind: str,
                 recheck_best(cfg, workload, rows, parent, state_dir / "checkpoints")
         parent.log_table(rows, "results.csv")
         claims = check_claims(workload, rows, parent) if kind == "run" else []
-        if kind == "run" and len({r.get("seed") for r in rows}) > 1:  # seeds, or markets
+        if kind == "run" and len({(r.get("seed"), r.get("setting")) for r in rows}) > 1:
             log_seed_summary(workload, rows, parent)
+            summarize(workload, rows, parent)
         parent.log_metrics({"wall_seconds": time.time() - started})
     return Outcome(kind, cfg, parent.run_id, rows, claims, parent.experiment_id)
 
 
 def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> list[dict]:
+    """`run_seeds` once, or once per setting of the `grid`, each in a `Scope` of the parent
+    run; the rows of every setting, with a `setting` column (last, so the method stays the
+    first text column) when there is a grid."""
+    from orchestrator.sweepspec import grid_settings
+    from orchestrator.tracking import Scope
+
+    checkpoint_dir.mkdir(exist_ok=True)
+    if not cfg.grid:
+        return run_seeds(cfg, workload, parent, checkpoint_dir)
+    rows = []
+    for label, setting in grid_settings(cfg):
+        log.info("setting %s", label)
+        rows += [{**row, "setting": label}
+                 for row in run_seeds(setting, workload, Scope(parent, "setting", label),
+                                      checkpoint_dir)]
+    return rows
+
+
+def run_seeds(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> list[dict]:
     """`workload.run` once, or once per seed (`seeds: N`), each seed in a `SeedScope` of the
     parent run; the rows of every seed, with a `seed` column when there are several."""
     import dataclasses
@@ -88,7 +111,6 @@ def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> 
     from orchestrator.tracking import SeedScope
     from orchestrator.workload import RunContext
 
-    checkpoint_dir.mkdir(exist_ok=True)
     if cfg.seeds == 1:
         return workload.run(cfg, RunContext(cfg, parent, progress, runtime.parallel_map,
                                             checkpoint_dir))
@@ -157,6 +179,16 @@ def log_seed_summary(workload: Any, rows: list[dict], parent: Any) -> None:
         return
     if table:
         parent.log_table(table, "seeds_summary.csv")
+
+
+def summarize(workload: Any, rows: list[dict], parent: Any) -> None:
+    """The workload's own tables and figures over seeds and settings (`Workload.summarize`)."""
+    if workload.summarize is None:
+        return
+    try:
+        workload.summarize(rows, parent)
+    except Exception:  # the rows and claims are logged: a figure never fails a finished run
+        log.exception("%s: its summary figures failed", workload.name)
 
 
 def check_claims(workload: Any, rows: list[dict], parent: Any) -> list[dict]:

@@ -222,6 +222,50 @@ def _blame(schema: type, base: dict, dims: list, combo: dict, err: ConfigError) 
                        f"{err.problem}", "; ".join(fixes) or None)
 
 
+# --------------------------------------------------------------------------- a run's grid
+NOT_GRIDDABLE = (*NOT_SWEEPABLE, "seed", "seeds", "grid", "state_dir")
+
+
+def parse_grid(cfg: Any) -> list[Dim]:
+    """The top-level `grid` (dotted key -> list of values) as grid axes, each value checked."""
+    leaves = leaf_fields(type(cfg))
+    dims = []
+    for path, values in _specs(cfg.grid, leaves).items():
+        key = f"grid.{path}"
+        if path.startswith(NOT_GRIDDABLE) or path not in leaves:
+            known = [p for p in leaves if not p.startswith(NOT_GRIDDABLE)]
+            raise ConfigError(key, f"'{path}' is not a config key a grid can vary",
+                              did_you_mean(path, known) + "keys of the workload section")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(key, f"expected a non-empty list of values, got {values!r}",
+                              f"e.g. grid.{path}=[a,b]")
+        tp, meta = leaves[path]
+        dims.append(Dim(path, "grid", tuple(check_value(tp, meta, v, f"{key}[{i}]")
+                                            for i, v in enumerate(values))))
+    return dims
+
+
+def grid_settings(cfg: Any) -> list[tuple[str, Any]]:
+    """Every combination of the `grid` values as (label, full config with those values and an
+    empty grid), in the order listed; the label ('case=medical,num_devices=32') names it in
+    child runs and the results' `setting` column. A combination that breaks a cross-field rule
+    is one ConfigError naming the grid."""
+    dims = parse_grid(cfg)
+    base = to_dict(cfg)
+    base["grid"] = {}
+    out = []
+    for combo in itertools.product(*(d.values for d in dims)):
+        values = {d.path: v for d, v in zip(dims, combo)}
+        label = ",".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in values.items())
+        try:
+            out.append((label, build(type(cfg), with_values(base, values))))
+        except ConfigError as err:
+            raise ConfigError(f"grid.{dims[0].path}" if len(dims) == 1 else "grid",
+                              f"the setting {label} makes '{err.key}' invalid: {err.problem}",
+                              err.allowed or "narrow the grid so every setting is valid") from None
+    return out
+
+
 def set_path(data: dict, path: str, value: Any) -> None:
     """data['a']['b'] = value for path 'a.b' (the nested dicts must exist)."""
     *parents, last = path.split(".")
@@ -239,4 +283,4 @@ def with_values(base: dict, values: Mapping[str, Any]) -> dict:
 
 
 __all__ = ["Dim", "parse_params", "with_values", "set_path", "check_points", "combinations",
-           "check_sweep"]
+           "check_sweep", "parse_grid", "grid_settings"]

@@ -16,6 +16,10 @@ A workload is a package exposing one `Workload` object (see `workloads/aeria/__i
   "trial") holds on Ray at once, as `ResourceRequest`s, so a request a local Ray can never
   grant fails before Ray starts instead of waiting for ever (`preflight.check_fits_local`).
 
+* `summarize(rows, tracker)` (optional) draws the tables and figures over every seed and grid
+  setting of a run (the rows carry `seed` and `setting` columns) on the parent run, after the
+  core's `seeds_summary.csv`; a failure there is logged, never failing the finished run.
+
 * `claims` (optional) are the paper's claims as data (`orchestrator.claims.Claim`): after `run`,
   the core writes `claims.csv`/`claims.md` to the parent run with a verdict per claim, and
   `orchestrator reproduce <name>` runs `experiments/<name>/reproduce.yaml` and prints them.
@@ -48,6 +52,7 @@ class Workload:
     claims: Sequence[Any] = ()  # orchestrator.claims.Claim: the paper's claims, checked per run
     reference: str = ""  # the proposed method: a multi-seed run's summary pairs the rest with it
     readme_figure: str = ""  # a parent-run figure of `reproduce` that its README embeds (stem)
+    summarize: Optional[Callable[[list[Row], Any], None]] = None  # figures over seeds, settings
 
     def evaluate_batch(self, cfgs: Sequence[Any], ctx: "RunContext") -> list[Metrics]:
         """Metrics for each configuration: vectorised if the workload can, else one by one."""
@@ -150,12 +155,16 @@ class RunContext:
 
         return Federation(self.seed, Path(self.checkpoint_dir), self.progress)
 
-    def cached(self, name: str, inputs: tuple, compute: Callable[[], Any]) -> Any:
-        """`compute()` once per distinct `inputs` (the config dataclasses it reads): kept in
-        checkpoint_dir, so a resumed run or a later trial with the same inputs loads it."""
+    def cached(self, name: str, inputs: tuple, compute: Callable[[], Any],
+               per_seed: bool = True) -> Any:
+        """`compute()` once per distinct `inputs` (the config dataclasses it reads) and seed:
+        kept in checkpoint_dir, so a resumed run or a later trial with the same inputs loads it.
+        `per_seed=False`: once for every seed (and grid setting) with these inputs, for what
+        the seed does not change (a released model every seed starts from)."""
         from orchestrator.state import cached
 
-        return cached(Path(self.checkpoint_dir), name, (self.seed, *inputs), compute)
+        return cached(Path(self.checkpoint_dir), name,
+                      (self.seed, *inputs) if per_seed else inputs, compute)
 
     def tune(self, fn: Callable[[dict], dict], dims: list, num_samples: int, key: int = 0,
              first: Optional[dict] = None, desc: str = "tuning") -> list[tuple[dict, dict]]:

@@ -57,3 +57,23 @@ def test_prince_keeps_each_methods_colour_when_a_panel_lacks_a_method():
                for ax in fig.axes]
     assert colours[1]["uniform_price"] == colours[0]["uniform_price"]
     assert colours[1]["independent_pricing"] == colours[0]["independent_pricing"]
+
+
+def test_deepfusion_tables_plot_one_column_per_setting_with_each_methods_interval():
+    from orchestrator.claims import seed_summary
+    from workloads.deepfusion import plots as deepfusion_plots
+
+    methods = ["deepfusion", "fedjets", "centralized"]
+    rows = [{"method": m, "log_ppl": 3.0 + i + 0.1 * s, "answer_token_accuracy": 0.5 - 0.1 * i,
+             "seed": s, "setting": f"case={case}"}
+            for case in ("financial", "medical") for s in range(3)
+            for i, m in enumerate(methods)]
+    fig = deepfusion_plots.tables_over_seeds(seed_summary(rows, "deepfusion"))
+    axes = fig.axes
+    assert len(axes) == 4                                  # 2 metrics x 2 settings
+    assert [ax.get_title() for ax in axes[:2]] == ["case=financial", "case=medical"]
+    bars = axes[0].containers
+    assert len(bars) == len(methods) and all(c.has_xerr for c in bars)
+    assert len({c.lines[0].get_marker() for c in bars}) == len(methods)
+    assert "lower is better" in axes[0].get_xlabel()
+    assert "3 seeds" in fig.get_suptitle() and "95%" in fig.get_suptitle()

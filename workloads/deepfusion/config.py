@@ -109,6 +109,10 @@ class LocalTrainConfig:
                               "random weights: a stand-in for a pretrained release [OURS]; for "
                               "smollm2 cuts: healing the cut); 0: the initial weights as they are",
                               ge=0)
+    release_seed: int = knob(0, "seed of the releases: one published model per type, the same "
+                             "for every run seed and population size (the seeds vary the "
+                             "devices, data and training, as a pretrained release is fixed)",
+                             ge=0)
 
 
 @dataclass

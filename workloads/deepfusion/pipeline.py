@@ -55,6 +55,7 @@ class Setup:
     test_blocks: Any
     private_text_bytes: int
     test_answers: Any = None       # (ids, mask) of held-out records: answer-only token accuracy
+    private_blocks: Any = None     # the whole private split in one place (centralized training)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -64,19 +65,17 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
     left out is one a phase does not read (alpha and beta do not redo Phases 0 and I)."""
     r = c.run
     devices = (c.data, c.models, c.local, c.clustering, c.federation)
-    if phase == "releases":
-        return (c.data, c.models, c.local, c.federation)
-    if phase == "phase0":
-        return devices
-    if phase == "phase1":
+    if phase == "releases":  # not per seed nor per population: one published model per type
+        return (c.data, c.models, c.local)
+    if phase == "phase1":  # with Phase 0
         return (*devices, c.moe.num_experts, r.eval_blocks)
     if phase == "phase2":
         return (*devices, c.moe.num_experts, c.distill, c.vaa, c.baselines, method)
     if phase == "phase3":
         return (*phase_deps(c, "phase2", method), c.moe, r.ep_workers, r.eval_blocks,
                 r.eval_answers, r.phase3, r.use_gpu)
-    if phase == "centralized":
-        return (c.data, c.models, c.federation, c.moe, c.local.lr, r.centralized_steps,
+    if phase == "centralized":  # the pooled data: one run per seed for every population
+        return (c.data, c.models, c.moe, c.local.lr, r.centralized_steps,
                 r.ep_workers, r.eval_blocks, r.eval_answers, r.use_gpu)
     if phase == "fedjets":
         return (c.data, c.models, c.federation, c.moe, c.local, c.baselines,
@@ -167,7 +166,8 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
     return Setup(population, models, texts, [lm_blocks(t, tok, c.data.seq_len) for t in texts],
                  lm_blocks([r.text for r in splits.public], tok, c.data.seq_len),
                  test[:c.run.eval_blocks], sum(len(r.text.encode()) for r in splits.private),
-                 answer_examples(splits.test[:c.run.eval_answers], tok, c.data.seq_len))
+                 answer_examples(splits.test[:c.run.eval_answers], tok, c.data.seq_len),
+                 lm_blocks([r.text for r in splits.private], tok, c.data.seq_len))
 
 
 # --------------------------------------------------------------------------- Phase 0
@@ -175,20 +175,23 @@ def releases(c: DeepFusionConfig, setup: Setup, ctx) -> dict[str, dict]:
     """{model name: initial weights} for every on-device model type in use and the students'
     pretrained source: one shared start per type, trained `local.release_steps` on the public
     split (parallel Ray tasks) from its type's seed, or from the real weights for smollm2 cuts
-    (healing the cut). Cached: FedJETS and centralized start from the student's too."""
+    (healing the cut). From `local.release_seed`, cached once for every seed and population
+    size (the public split does not depend on either); FedJETS and centralized start from the
+    student's too."""
     from orchestrator.runtime import share
     from workloads.deepfusion.config import PRETRAINED
 
     def build() -> dict[str, dict]:
-        names = sorted(set(setup.device_models) | {c.models.student_source} - {None})
+        names = sorted(set(c.models.device_models) | {c.models.student_source} - {None})
         jobs = [programs.ReleaseJob(n, c.models.size, setup.public_blocks, c.local.release_steps,
-                                    c.data.batch_size, c.local.optimizer, c.local.lr, ctx.seed,
+                                    c.data.batch_size, c.local.optimizer, c.local.lr,
+                                    c.local.release_seed,
                                     share(pretrained(c, n)) if n in PRETRAINED else None)
                 for n in names]
         return dict(zip(names, ctx.map(programs.train_release, jobs, desc="on-device releases",
                                        num_gpus=task_gpus(c))))
 
-    return ctx.cached("releases", phase_deps(c, "releases"), build)
+    return ctx.cached("releases", phase_deps(c, "releases"), build, per_seed=False)
 
 
 def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
@@ -330,9 +333,8 @@ def _token_plan(c: DeepFusionConfig, blocks, steps: int, seed: int):
     return programs.batch_plan(blocks, steps, batch, np.random.default_rng(seed))
 
 
-def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: list[dict],
-                     ctx) -> dict:
-    """Phase III: students -> MoE (Eqs. 12-13) -> tune with experts frozen -> evaluate."""
+def upcycled_moe(c: DeepFusionConfig, students: list[dict], seed: int) -> tuple[dict, Any]:
+    """Phase III's start (Eqs. 12-13): the K students upcycled into one MoE; (state, config)."""
     from workloads.deepfusion.models import build_student
     from workloads.deepfusion.upcycle import upcycle
 
@@ -341,43 +343,60 @@ def upcycle_and_tune(c: DeepFusionConfig, setup: Setup, method: str, students: l
         s = build_student(c.models.moe_family, c.models.size, source=c.models.student_source)
         s.load_state_dict(state)
         models.append(s)
-    moe = upcycle(models, c.models.moe_family, c.moe.top_k, derive_seed(ctx.seed, 7),
-                  c.moe.gate_std)
-    init, config = {k: v.detach().clone() for k, v in moe.state_dict().items()}, moe.config
-    tokens = _token_plan(c, setup.public_blocks, c.moe.steps, derive_seed(ctx.seed, 8))
-    out: dict = {"experts_by_rank": {}}
+    moe = upcycle(models, c.models.moe_family, c.moe.top_k, derive_seed(seed, 7), c.moe.gate_std)
+    return {k: v.detach().clone() for k, v in moe.state_dict().items()}, moe.config
+
+
+def tune_methods(c: DeepFusionConfig, setup: Setup, students: dict[str, list[dict]],
+                 ctx) -> dict[str, dict]:
+    """Phase III of every KD method in `students` ({method: its K students}): upcycle, tune with
+    the experts frozen on the same public batches, evaluate. `run.phase3: ray_task` tunes every
+    method at once, one Ray task each; `ray_train` runs one expert-parallel job per method."""
+    seed = ctx.seed
+    tokens = _token_plan(c, setup.public_blocks, c.moe.steps, derive_seed(seed, 8))
+    starts = {m: upcycled_moe(c, s, seed) for m, s in students.items()}
+    trained: dict[str, tuple[dict, dict]] = {}
     if c.moe.steps == 0:
-        state, out["losses"] = init, []
+        trained = {m: (init, {"losses": []}) for m, (init, _) in starts.items()}
     elif c.run.phase3 == "ray_train":
-        state, metrics = _ep_run(c, ctx, f"{method}-phase3", phase_deps(c, "phase3", method),
-                                 config, tokens, setup.test_blocks, EXPERT_PATTERNS, 0, c.moe.lr,
-                                 init_state=init)
-        out["losses"], out["experts_by_rank"] = metrics["losses"], metrics["experts_by_rank"]
-        out["ep_resumed_from_step"] = metrics["resumed_from_step"]
+        for m, (init, config) in starts.items():
+            state, metrics = _ep_run(c, ctx, f"{m}-phase3", phase_deps(c, "phase3", m), config,
+                                     tokens, setup.test_blocks, EXPERT_PATTERNS, 0, c.moe.lr,
+                                     init_state=init)
+            trained[m] = state, {"losses": metrics["losses"],
+                                 "experts_by_rank": metrics["experts_by_rank"],
+                                 "ep_resumed_from_step": metrics["resumed_from_step"]}
     else:
-        job = programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
-        (res,) = ctx.map(programs.tune_moe_in_process, [job], desc=f"{method} Phase III",
-                         num_gpus=task_gpus(c))
-        state, out["losses"] = res["state"], res["losses"]
-    out["final"] = _evaluate(c, config, state, setup.test_blocks, setup.test_answers)
-    # on the blocks FedJETS is scored on after each round: its bytes "at equal quality"
-    out["round_blocks_log_ppl"] = _evaluate(
-        c, config, state, setup.test_blocks[:c.run.round_eval_blocks])["log_ppl"]
-    return out
+        jobs = [programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
+                for init, config in starts.values()]
+        results = ctx.map(programs.tune_moe_in_process, jobs, desc="Phase III",
+                          num_gpus=task_gpus(c))
+        trained = {m: (r["state"], {"losses": r["losses"]}) for m, r in zip(starts, results)}
+    return {m: {"experts_by_rank": {}, **info, **scores(c, setup, starts[m][1], state)}
+            for m, (state, info) in trained.items()}
+
+
+def scores(c: DeepFusionConfig, setup: Setup, config, state: dict) -> dict:
+    """Table I/II on the test blocks, and the log-PPL on the blocks FedJETS is scored on after
+    each round (its bytes "at equal quality")."""
+    return {"final": _evaluate(c, config, state, setup.test_blocks, setup.test_answers),
+            "round_blocks_log_ppl": _evaluate(
+                c, config, state, setup.test_blocks[:c.run.round_eval_blocks])["log_ppl"]}
 
 
 # --------------------------------------------------------------------------- baselines
 def centralized(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
     """The upper bound: the MoE trained on all private + public data (Ray Train), every weight
     trainable, at the devices' learning rate, from `initial_moe_state` (from scratch, or the
-    upcycled pretrained student)."""
+    upcycled pretrained student). The private split pooled as one corpus, so the result does not
+    depend on how many devices hold it (`phase_deps`: computed once for N = 16 and 32)."""
     import torch
 
     from orchestrator.train import build_causal_lm
     from workloads.deepfusion.models import train_memory_bytes
 
     config = _moe_config(c)
-    pooled = torch.cat([b for b in setup.device_blocks if len(b)] + [setup.public_blocks])
+    pooled = torch.cat([setup.private_blocks, setup.public_blocks])
     tokens = _token_plan(c, pooled, c.run.centralized_steps, derive_seed(ctx.seed, 9))
     seed = derive_seed(ctx.seed, 10)
     state, metrics = _ep_run(c, ctx, "centralized", phase_deps(c, "centralized"), config, tokens,
@@ -494,30 +513,38 @@ def run_methods(c: DeepFusionConfig, setup: Setup, ctx,
 
 
 def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -> dict:
-    """Phases 0-III for the one-shot KD methods; Phases 0 and I are shared by all of them."""
+    """Phases 0-III for the one-shot KD methods; Phases 0 and I are shared by all of them. Kept
+    on disk: Phase I's proxies (with Phase 0's summary: every device's model is averaged into
+    them, never stored) and each method's Phase III result (Phases II and III, in one go)."""
     from orchestrator.runtime import trim_memory
 
-    seed = ctx.seed
-    phase0 = ctx.cached("phase0", phase_deps(c, "phase0"), lambda: run_phase0(c, setup, ctx))
-    phase1 = ctx.cached("phase1", phase_deps(c, "phase1"),
-                        lambda: cluster_devices(c, setup, phase0, seed))
-    del phase0["states"]  # every device's model: averaged into the proxies, not needed again
-    trim_memory()
-    missing = [m for m in methods if not ctx.is_cached(f"phase2_{m}", phase_deps(c, "phase2", m))]
-    fresh = distill_methods(c, setup, phase1, missing, ctx)  # all KD tasks at once, in parallel
-    del phase1["proxies"]
+    both = ctx.cached("phase1", phase_deps(c, "phase1"), lambda: phases_0_and_1(c, setup, ctx))
+    phase0, phase1 = both["phase0"], both["phase1"]
+    missing = [m for m in methods if not ctx.is_cached(f"phase3_{m}", phase_deps(c, "phase3", m))]
+    fresh = {}
+    if missing:
+        distilled = distill_methods(c, setup, phase1, missing, ctx)  # all KD tasks at once
+        del phase1["proxies"]
+        trim_memory()
+        tuned = tune_methods(c, setup, {m: d.pop("students") for m, d in distilled.items()}, ctx)
+        fresh = {m: {**tuned[m], "distill_losses": distilled[m]["losses"]} for m in missing}
     comm, memory = programs_comm(c, phase0), max(phase0["device_metrics"]["memory_bytes"])
     out = {}
-    for m in missing:  # to disk: Phase III loads one method's students at a time
-        ctx.cached(f"phase2_{m}", phase_deps(c, "phase2", m), lambda m=m: fresh.pop(m))
     for m in methods:
-        phase2 = ctx.cached(f"phase2_{m}", phase_deps(c, "phase2", m), lambda m=m: fresh.pop(m))
-        result = ctx.cached(f"phase3_{m}", phase_deps(c, "phase3", m),
-                            lambda m=m, p=phase2: upcycle_and_tune(c, setup, m, p["students"], ctx))
-        out[m] = {**result, "distill_losses": phase2["losses"], "comm_bytes": comm,
-                  "peak_device_memory_bytes": memory, "phase0": phase0["device_metrics"],
-                  "clusters": phase1["members"], "proxies": proxy_rows(phase1)}
+        result = ctx.cached(f"phase3_{m}", phase_deps(c, "phase3", m), lambda m=m: fresh.pop(m))
+        out[m] = {**result, "comm_bytes": comm, "peak_device_memory_bytes": memory,
+                  "phase0": phase0["device_metrics"], "clusters": phase1["members"],
+                  "proxies": proxy_rows(phase1)}
     return out
+
+
+def phases_0_and_1(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
+    """Phase 0 (every device trains and uploads) and Phase I (clusters, proxies); Phase 0's
+    device models are dropped once averaged (at N = 32 they are gigabytes)."""
+    phase0 = run_phase0(c, setup, ctx)
+    phase1 = cluster_devices(c, setup, phase0, ctx.seed)
+    del phase0["states"]
+    return {"phase0": phase0, "phase1": phase1}
 
 
 def proxy_rows(phase1: dict) -> list[dict]:

@@ -114,6 +114,23 @@ def run(cfg: Any, ctx: Any) -> list[dict]:
     return rows
 
 
+TABLE_I = ("log_ppl", "ppl", "comm_bytes", "comm_bytes_at_quality")
+TABLE_II = ("token_accuracy", "answer_token_accuracy")
+
+
+def summarize(rows: list[dict], tracker: Any) -> None:
+    """Tables I and II over seeds on the parent run: per setting and method, each metric's mean,
+    95% interval and paired difference against DeepFusion (`table_I.csv`, `table_II.csv`), and
+    the dot plot `tables_over_seeds` (the README's figure)."""
+    from orchestrator.claims import seed_summary
+    from workloads.deepfusion import plots
+
+    summary = seed_summary(rows, "deepfusion")
+    tracker.log_table([r for r in summary if r["metric"] in TABLE_I], "table_I.csv")
+    tracker.log_table([r for r in summary if r["metric"] in TABLE_II], "table_II.csv")
+    tracker.log_figure(plots.tables_over_seeds(summary), "tables_over_seeds.png")
+
+
 def _log_phase0(tracker, device_metrics: dict, clusters: list, proxies: list[dict]) -> None:
     """Phase 0 per device, and Phase I's proxies against their members (proxies.csv)."""
     for n in range(len(next(iter(device_metrics.values())))):

@@ -33,7 +33,7 @@ def test_paper_configs_sweep_the_papers_device_counts(name):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
-def test_alpha_beta_vaa_sweep_leaves_a_child_per_trial_and_runs_phase0_once(workdir):
+def test_alpha_beta_vaa_sweep_leaves_a_child_per_trial_and_runs_phases_0_and_1_once(workdir):
     assert main(["sweep", str(EXPERIMENTS / "sweep.yaml"), *TINY]) == 0
     client = MlflowClient(store())
     exp = client.get_experiment_by_name("deepfusion-sweep-test")
@@ -47,6 +47,6 @@ def test_alpha_beta_vaa_sweep_leaves_a_child_per_trial_and_runs_phase0_once(work
     assert len({(t.data.params["deepfusion.distill.alpha"], t.data.params["deepfusion.vaa.dim"])
                 for t in trials}) == 2, "the trials tried different configurations"
     (cache,) = Path(workdir, ".orchestrator", "ray_results").glob("sweep-*/cache")
-    assert len(list(cache.glob("phase0-*.pt"))) == 1, "Phase 0 is shared by every trial"
-    assert len(list(cache.glob("phase2_deepfusion-*.pt"))) == 2, "Phase II is per trial"
+    assert len(list(cache.glob("phase1-*.pt"))) == 1, "Phases 0-I are shared by every trial"
+    assert len(list(cache.glob("phase3_deepfusion-*.pt"))) == 2, "Phases II-III are per trial"
     assert "configurations.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -30,7 +30,7 @@ def _finals(children) -> dict:
     return {c.info.run_name: {k: c.data.metrics[k] for k in FINAL} for c in children}
 
 
-def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_the_same_metrics(
+def test_quickstart_runs_every_method_and_a_run_killed_in_phase3_resumes_to_the_same_metrics(
         workdir, monkeypatch):  # noqa: ARG001 (workdir: run in a scratch directory)
     assert main(["run", QUICKSTART, *TINY, f"deepfusion.run.methods=[{','.join(METHODS)}]"]) == 0
     client, [(parent, children)] = runs_by_parent("deepfusion-e2e")
@@ -54,11 +54,11 @@ def test_quickstart_runs_every_method_and_a_run_killed_after_phase0_resumes_to_t
     import workloads.deepfusion.pipeline as pipeline
 
     def killed(*args, **kwargs):
-        raise RuntimeError("killed after Phase 0")
+        raise RuntimeError("killed in Phase III, after Phases 0-I were kept")
 
     subset = [*TINY, "deepfusion.run.methods=[deepfusion,fedjets]"]
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "cluster_devices", killed)
+        patch.setattr(pipeline, "tune_methods", killed)
         assert main(["run", QUICKSTART, *subset]) == 1
     assert main(["run", QUICKSTART, *subset, "--resume"]) == 0
     _, runs = runs_by_parent("deepfusion-e2e")
