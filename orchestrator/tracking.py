@@ -272,6 +272,12 @@ class RunTracker:
         self.client.set_terminated(self.run_id, status)
 
 
+def mlflow_key_part(value: Any) -> str:
+    """`value` as part of an MLflow key (metric, param, tag), which allows only letters, digits,
+    `_ - . /` and spaces: `=` becomes `-`, anything else `_` ('case-medical_num_devices-32')."""
+    return re.sub(r"[^\w\-. ]", lambda m: "-" if m.group() == "=" else "_", str(value))
+
+
 class Scope:
     """The parent run as one part of a larger run sees it (seed 3 of `seeds: N`, recheck 1 of a
     sweep): child runs are named '<name> <key> <value>' and carry `key` as a param, and what
@@ -280,7 +286,9 @@ class Scope:
 
     def __init__(self, parent: RunTracker, key: str, value: Any):
         self.parent, self.key, self.value = parent, key, value
-        self.prefix = f"{key}_{value}"
+        part = mlflow_key_part(value)  # a grid label 'case=medical,num_devices=32' has = and ,
+        self.prefix = f"{key}_{part}"
+        self.metric_prefix = f"{key}{part}" if isinstance(value, int) else self.prefix
 
     @contextlib.contextmanager
     def child(self, name: str, kind: str = "child") -> Iterator[RunTracker]:
@@ -293,7 +301,7 @@ class Scope:
         self.parent.log_params({self.prefix: params})
 
     def log_metrics(self, metrics: dict, step: Optional[int] = None) -> None:
-        self.parent.log_metrics({f"{self.key}{self.value}/{k}": v for k, v in metrics.items()},
+        self.parent.log_metrics({f"{self.metric_prefix}/{k}": v for k, v in metrics.items()},
                                 step)
 
     def set_tags(self, tags: dict) -> None:

@@ -55,6 +55,27 @@ def test_a_seeds_child_run_carries_its_seed_as_a_param(cfg):
     assert run.info.run_name == "aeria seed 4" and run.data.params["seed"] == "4"
 
 
+def test_a_grid_setting_logs_on_the_parent_under_keys_mlflow_accepts(cfg):
+    from orchestrator.tracking import Scope, SeedScope
+
+    label = "case=medical,num_devices=32"  # '=' and ',' are not allowed in MLflow keys
+    with parent_run(cfg, str(QUICKSTART), "run") as parent:
+        part = SeedScope(Scope(parent, "setting", label), 1)
+        part.log_metrics({"devices": 32.0})
+        part.log_params({"k": 1})
+        part.set_tags({"t": "x"})
+        part.log_table([{"a": 1}], "rows.csv")
+        with Scope(parent, "setting", label).child("aeria") as child:
+            pass
+    client = MlflowClient(store())
+    run = client.get_run(parent.run_id)
+    prefix = "setting_case-medical_num_devices-32"
+    assert run.data.metrics[f"{prefix}/seed1/devices"] == 32.0
+    assert run.data.params[f"{prefix}.seed_1.k"] == "1"
+    assert run.data.tags[f"{prefix}/seed_1/t"] == "x"
+    assert client.get_run(child.run_id).data.params["setting"] == label
+
+
 def test_a_figure_is_logged_as_a_200_dpi_png_and_a_vector_svg(cfg):
     from matplotlib.figure import Figure
 

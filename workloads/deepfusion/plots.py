@@ -43,5 +43,6 @@ def tables_over_seeds(summary: list[dict]) -> Figure:
             if row == 0:
                 ax.set_title(setting.replace(",", ", ") or "all", fontsize=9)
     axes[0][0].invert_yaxis()  # shared: the run's first method on top in every panel
-    fig.suptitle(f"mean over {seeds} seeds; bars: 95% t interval over seeds", fontsize=9)
+    fig.suptitle(f"mean over {seeds} seeds; bars: 95% t interval over seeds" if seeds > 1 else
+                 "one seed: no interval (run seeds: 3 for 95% intervals)", fontsize=9)
     return fig

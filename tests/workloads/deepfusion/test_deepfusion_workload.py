@@ -1,8 +1,9 @@
 """DeepFusion end to end on the real Ray pool, Ray Train + DeepSpeed AutoEP, MLflow (tiny models).
 
-One full run of the quickstart with tiny overrides, then a run of two of its methods killed right
-after Phase 0 and resumed: the resumed run must end with exactly the uninterrupted run's metrics
-(every seed derives from cfg.seed per phase and per job, so the method subset changes nothing).
+One full run of the quickstart with tiny overrides, then a run of two of its methods killed in
+Phase III (after Phases 0-I were kept) and resumed: the resumed run must end with exactly the
+uninterrupted run's metrics (every seed derives from cfg.seed per phase and per job, so the
+method subset changes nothing).
 """
 from __future__ import annotations
 
