@@ -181,7 +181,10 @@ class DevicePool:
         # "DEFAULT": inside a Tune trial the actors take their own resources, not the trial's
         actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=3,
                            max_task_retries=3, scheduling_strategy="DEFAULT")(_DeviceActor)
-        self.actors = [actor.remote(factory) for _ in range(k)]
+        # put once and held by the pool: a restarted actor (after a crash or an OOM kill) is
+        # rebuilt from this argument, which Ray would otherwise free once the first build ends
+        self.factory = ray.put(factory)
+        self.actors = [actor.remote(self.factory) for _ in range(k)]
 
     @property
     def size(self) -> int:
@@ -207,3 +210,4 @@ class DevicePool:
         for a in self.actors:
             ray.kill(a)
         self.actors = []
+        self.factory = None

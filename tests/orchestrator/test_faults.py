@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -52,9 +53,12 @@ AERIA = ["aeria.user_counts=[100,300]", "aeria.num_seeds=2", "aeria.property_use
 
 
 # --------------------------------------------------------------------------- a device actor dies
-def slow_marked_mlp(task: MlpTask, marks: Path, seconds: float):
+def slow_marked_mlp(task: MlpTask, marks: Path, seconds: float, ballast_bytes: int = 0):
     """A factory of the reference MLP program that leaves `<pid>-<device>` in `marks` when it
-    starts a device and takes `seconds` longer per device (time for the test to kill it)."""
+    starts a device and takes `seconds` longer per device (time for the test to kill it). The
+    ballast makes the factory as large as a real one (deepfusion's carries released weights):
+    too large for Ray to inline, so the actors' constructor argument lives in the object store."""
+    ballast = np.zeros(ballast_bytes, dtype=np.uint8)
 
     class SlowMarkedMlp(MlpProgram):  # local: pickled by value, so workers need no tests/ path
         def train(self, device, global_state, task):
@@ -62,7 +66,7 @@ def slow_marked_mlp(task: MlpTask, marks: Path, seconds: float):
             time.sleep(seconds)
             return super().train(device, global_state, task)
 
-    return lambda: SlowMarkedMlp(task)
+    return lambda: (ballast, SlowMarkedMlp(task))[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -81,7 +85,8 @@ def test_a_device_actor_killed_mid_round_is_restarted_and_the_round_loses_nothin
 
     task, devices = MlpTask(num_devices=6), list(range(6))
     state, reducer = initial_state(task), WeightedSum()
-    pool = DevicePool(slow_marked_mlp(task, tmp_path, 0.4), num_actors=2)
+    pool = DevicePool(slow_marked_mlp(task, tmp_path, 0.4, ballast_bytes=4_000_000),
+                      num_actors=2)
     try:
         pids = ray.get([a.pid.remote() for a in pool.actors])
         undisturbed, undisturbed_reports = pool.round(devices, state, 0, 3, reducer)

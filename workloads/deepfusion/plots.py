@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from orchestrator.plotting import STYLES
 
 PANELS = (("log_ppl", "token perplexity (log, nats), lower is better"),
-          ("answer_token_accuracy", "answer-token accuracy (Table II)"))
+          ("answer_token_accuracy", "answer-token accuracy (Table II), higher is better"))
 
 
 def methods_by_setting(summary: list[dict], metric: str) -> dict[str, list[dict]]:
