@@ -205,7 +205,8 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
                               c.data.seq_len, c.data.batch_size, c.local.optimizer, c.local.lr,
                               c.local.steps, cl.embedding, cl.embedding_dim,
                               derive_seed(seed, 3), c.models.dtype_bytes,
-                              releases(c, setup, ctx), c.models.finetune, c.models.lora_rank)
+                              releases(c, setup, ctx), c.models.finetune, c.models.lora_rank,
+                              str(upload_dir(c, ctx)))
     with ctx.federation.session(fed, functools.partial(programs.make_local_program, spec),
                                 setup.population) as fl:
         updates, reports = fl.map(range(fed.num_devices), {})
@@ -215,6 +216,12 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
             "samples": [float(u.num_samples) for u in updates],
             "device_metrics": {k: [float(u.metrics[k]) for u in updates] for k in keys},
             "round": {k: float(v) for k, v in round_summary(reports, setup.population).items()}}
+
+
+def upload_dir(c: DeepFusionConfig, ctx) -> Path:
+    """Where Phase 0's devices leave their models for Phase I (removed once averaged)."""
+    name = f"phase0-uploads-{digest(ctx.seed, *phase_deps(c, 'phase1'))}"
+    return (Path(ctx.checkpoint_dir) / name).resolve()  # absolute: Ray workers run elsewhere
 
 
 # --------------------------------------------------------------------------- Phase I
@@ -233,13 +240,14 @@ def cluster_devices(c: DeepFusionConfig, setup: Setup, phase0: dict, seed: int) 
     weights = [[phase0["samples"][n] for n in m] if cl.average_by == "data_size" else None
                for m in members]
     teachers = [setup.device_models[m[0]] for m in members]
-    proxies = [average_weights([phase0["states"][n] for n in m], w)
+    states = phase0["states"]  # each a model, or the path its device uploaded it to
+    proxies = [average_weights([programs.uploaded(states[n]) for n in m], w)
                for m, w in zip(members, weights)]
     return {"labels": [int(x) for x in labels], "members": members, "teachers": teachers,
             "proxies": proxies,
             "proxy_log_ppl": [device_log_ppl(c, t, p, setup.test_blocks)
                               for t, p in zip(teachers, proxies)],
-            "member_log_ppl": [[device_log_ppl(c, teachers[i], phase0["states"][n],
+            "member_log_ppl": [[device_log_ppl(c, teachers[i], programs.uploaded(states[n]),
                                                setup.test_blocks) for n in m]
                                for i, m in enumerate(members)]}
 
@@ -539,11 +547,16 @@ def run_kd_methods(c: DeepFusionConfig, setup: Setup, methods: list[str], ctx) -
 
 
 def phases_0_and_1(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
-    """Phase 0 (every device trains and uploads) and Phase I (clusters, proxies); Phase 0's
-    device models are dropped once averaged (at N = 32 they are gigabytes)."""
+    """Phase 0 (every device trains and uploads) and Phase I (clusters, proxies). The devices'
+    models go through files (`upload_dir`), read one cluster at a time and removed once averaged:
+    at N = 32 they are 9 GB, which held in memory (and in Ray's object store on the way) ran a
+    23 GB machine out of memory."""
+    import shutil
+
     phase0 = run_phase0(c, setup, ctx)
     phase1 = cluster_devices(c, setup, phase0, ctx.seed)
     del phase0["states"]
+    shutil.rmtree(upload_dir(c, ctx), ignore_errors=True)
     return {"phase0": phase0, "phase1": phase1}
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,8 @@ class LocalSpec:
     releases: dict            # model name -> the initial weights every device of it starts from
     finetune: str = "full"    # what the memory estimate assumes a device trains (full|lora|qlora)
     lora_rank: int = 8
+    upload_dir: str = ""      # where a device leaves its model (a folder every node reads):
+                              # the server then holds one at a time, not all N; "": in memory
 
 
 class LocalLmProgram:
@@ -125,6 +128,8 @@ class LocalLmProgram:
                        model, s.optimizer, s.batch_size, s.seq_len, s.dtype_bytes,
                        finetune=s.finetune, lora_rank=s.lora_rank)),
                    "blocks": float(len(blocks))}
+        if s.upload_dir:  # the path stands for the upload; the bytes below are the model's
+            state = upload(state, Path(s.upload_dir) / f"device-{device}.pt")
         # on the wire: |m_n| + |e_n| at dtype_bytes (Eq. 5), tied weights once; nothing comes down
         return DeviceUpdate({"model": state, "embedding": e_n}, float(len(texts)), len(texts),
                             flops, metrics, bytes_up=model_bytes + e_n.numel() * s.dtype_bytes,
@@ -133,6 +138,22 @@ class LocalLmProgram:
 
 def make_local_program(spec: LocalSpec) -> LocalLmProgram:
     return LocalLmProgram(spec)
+
+
+def upload(state: dict, path: Path) -> str:
+    """A device's model written where the server reads it: its path."""
+    from orchestrator.state import atomic_save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(state, path)
+    return str(path)
+
+
+def uploaded(model: dict | str) -> dict:
+    """A device's model: itself, or read from the path `upload` gave."""
+    import torch
+
+    return torch.load(model, weights_only=True) if isinstance(model, str) else model
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ method subset changes nothing).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.cli import main
@@ -51,6 +53,8 @@ def test_quickstart_runs_every_method_and_a_run_killed_in_phase3_resumes_to_the_
     assert {"results.csv", "tables_I_II.csv", "tables_I_II.png", "communication.png",
             "proxies.csv", "claims.csv", "claims.md"} <= artifacts
     uninterrupted = _finals(children)
+    assert not list(Path(".orchestrator").rglob("phase0-uploads-*")), \
+        "the devices' uploaded models are removed once Phase I has averaged them"
 
     import workloads.deepfusion.pipeline as pipeline
 
