@@ -3,6 +3,7 @@ bars explained, log axes where values span a decade, targets labelled in the leg
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from workloads.aeria import plots as aeria_plots
 from workloads.prince import plots as prince_plots
@@ -77,3 +78,35 @@ def test_deepfusion_tables_plot_one_column_per_setting_with_each_methods_interva
     assert len({c.lines[0].get_marker() for c in bars}) == len(methods)
     assert "lower is better" in axes[0].get_xlabel()
     assert "3 seeds" in fig.get_suptitle() and "95%" in fig.get_suptitle()
+
+
+def test_deepfusion_summary_logs_tables_I_and_II_and_the_figure_on_the_parent_run(workdir):
+    from mlflow import MlflowClient
+
+    from orchestrator.config import load_experiment
+    from orchestrator.tracking import parent_run
+    from tests.conftest import QUICKSTART, store
+    from workloads.deepfusion.workload import summarize
+
+    rows = [{"method": m, "log_ppl": 3.0 + i + 0.1 * s, "ppl": 20.0 + i, "comm_bytes": 1e9,
+             "token_accuracy": 0.5, "answer_token_accuracy": 0.4, "seed": s,
+             "setting": f"case={case}"}
+            for case in ("financial", "medical") for s in range(3)
+            for i, m in enumerate(["deepfusion", "fedjets"])]
+    cfg = load_experiment(QUICKSTART, ["mlflow.experiment=unit"])
+    with parent_run(cfg, str(QUICKSTART), "run") as parent:
+        summarize(rows, parent)
+    client = MlflowClient(store())
+    assert {"table_I.csv", "table_II.csv", "tables_over_seeds.png", "tables_over_seeds.svg"} <= \
+        {a.path for a in client.list_artifacts(parent.run_id)}
+    table_i = open(client.download_artifacts(parent.run_id, "table_I.csv")).read()
+    assert "fedjets,case=medical,log_ppl,3," in table_i          # per method, setting, metric
+    assert "answer_token_accuracy" not in table_i              # that one is Table II's
+    import csv
+    import io
+
+    (fedjets,) = [r for r in csv.DictReader(io.StringIO(table_i))
+                  if (r["method"], r["setting"], r["metric"]) == ("fedjets", "case=financial",
+                                                                  "log_ppl")]
+    assert float(fedjets["minus_deepfusion"]) == pytest.approx(1.0), "paired, seed by seed"
+    assert float(fedjets["ci95_low"]) < float(fedjets["mean"]) < float(fedjets["ci95_high"])
