@@ -23,7 +23,8 @@ TINY_LLAMA = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
 
 
 def causal_lm_config(family: str, **shape):
-    """A `transformers` config of `family` (one of FAMILIES) over the shared vocabulary."""
+    """A `transformers` config of `family` (one of FAMILIES) over the shared vocabulary (a
+    `vocab_size` in `shape` narrows it: a compact vocabulary that keeps the special ids)."""
     import transformers
 
     cls = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig,
@@ -31,7 +32,7 @@ def causal_lm_config(family: str, **shape):
            "qwen3_moe": transformers.Qwen3MoeConfig,
            "deepseek_v3": transformers.DeepseekV3Config}[family]
     ids = dict(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-    return cls(vocab_size=VOCAB_SIZE, **ids, **_NO_DROPOUT.get(family, {}), **shape)
+    return cls(**{"vocab_size": VOCAB_SIZE, **ids, **_NO_DROPOUT.get(family, {}), **shape})
 
 
 def build_causal_lm(config, seed: int = 0, device: str | None = None) -> "nn.Module":

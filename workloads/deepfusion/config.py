@@ -16,6 +16,7 @@ from orchestrator.federated.config import FederationConfig
 from workloads.common.optim import OPTIMIZERS
 
 CASES = ("medical", "financial")
+VOCABULARIES = ("full", "case")
 SIZES = ("tiny", "small", "paper")
 # smollm2*: real pretrained SmolLM2-135M weights, whole or cut to 8 / 4 / 2 of its blocks
 PRETRAINED = ("smollm2", "smollm2-8", "smollm2-4", "smollm2-2")
@@ -41,6 +42,10 @@ class DataConfig:
                                        "(distillation and MoE tuning)", gt=0, lt=1)
     split_seed: int = knob(0, "seed of the test/public/private split", ge=0)
     max_records: Optional[int] = knob(None, "cap on records loaded (quick runs); null: all", ge=1)
+    vocabulary: str = knob("full", "the models' vocabulary: full (the shared tokenizer's 49,152 "
+                                   "ids) or case (only the ids the case's text uses, the "
+                                   "pretrained rows kept: 10,337 financial / 14,042 medical; "
+                                   "several times faster on CPU) [OURS]", choices=VOCABULARIES)
 
     def validate(self) -> None:
         if self.test_fraction + self.public_fraction >= 1:

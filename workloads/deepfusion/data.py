@@ -13,6 +13,7 @@ and tuning) and the private pool the federation spreads over devices.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
@@ -102,6 +103,62 @@ def split_records(records: Sequence[Record], test_fraction: float, public_fracti
     pick = lambda idx: [records[i] for i in idx]  # noqa: E731
     return Splits(private=pick(order[n_test + n_public:]),
                   public=pick(order[n_test:n_test + n_public]), test=pick(order[:n_test]))
+
+
+def case_vocabulary(case: str, root: Path = DATA_ROOT) -> np.ndarray:
+    """The sorted token ids a case's text uses (every record, its prompt and answer tokenized
+    alone too) plus the special ids 0-2: the case's closed vocabulary (`data.vocabulary: case`).
+    Models over it keep those rows of the shared embedding and output layer only [OURS: a CPU
+    economy; the 49,152-row output layer is most of a small cut's compute]."""
+    from workloads.common.tokenizer import EOS_ID, load_tokenizer
+
+    records = load_case(case, root)
+    tok = load_tokenizer()
+    pieces = [r.text for r in records] + [r.answer for r in records] + [
+        r.text[:len(r.text) - len(r.answer)] for r in records]
+    ids = {i for row in tok(pieces, add_special_tokens=False)["input_ids"] for i in row}
+    return np.array(sorted(ids | set(range(EOS_ID + 1))), dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_case_vocabulary(case: str) -> np.ndarray:
+    """`case_vocabulary(case)` of the shipped data, computed once per process (about 2 s)."""
+    return case_vocabulary(case)
+
+
+class CompactTokenizer:
+    """The shared tokenizer with its ids renumbered into a vocabulary `kept` (sorted shared ids;
+    id kept[i] becomes i). The special ids 0-2 keep their numbers, so the models' configs hold.
+    Only what `lm_blocks` and `answer_examples` call: `__call__` and `eos_token_id`."""
+
+    def __init__(self, tokenizer, kept: np.ndarray):
+        if not np.array_equal(kept[:3], np.arange(3)):
+            raise ValueError("a compact vocabulary must keep the special ids 0, 1 and 2")
+        self._tokenizer = tokenizer
+        self._index = np.full(len(tokenizer), -1, dtype=np.int64)
+        self._index[kept] = np.arange(len(kept))
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def _compact(self, ids: list[int]) -> list[int]:
+        out = self._index[np.asarray(ids, dtype=np.int64)]
+        if (out < 0).any():
+            missing = sorted({int(i) for i, o in zip(ids, out) if o < 0})[:5]
+            raise ValueError(f"token ids {missing} are outside the case vocabulary: text not of "
+                             "this case (set deepfusion.data.vocabulary=full)")
+        return out.tolist()
+
+    def __call__(self, texts, add_special_tokens: bool = False) -> dict:
+        ids = self._tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+        if isinstance(texts, str):
+            return {"input_ids": self._compact(ids)}
+        return {"input_ids": [self._compact(row) for row in ids]}
+
+
+def case_tokenizer(kept: np.ndarray | None):
+    """The tokenizer models over `kept` read (the shared one when `kept` is None)."""
+    from workloads.common.tokenizer import load_tokenizer
+
+    return load_tokenizer() if kept is None else CompactTokenizer(load_tokenizer(), kept)
 
 
 def lm_blocks(texts: Sequence[str], tokenizer, seq_len: int) -> torch.Tensor:

@@ -126,21 +126,28 @@ def device_family(name: str, size: str = "tiny") -> str:
     return DEVICE_ZOO[size][name][0]
 
 
-def build_device_model(name: str, size: str, seed: int = 0, device: str | None = None) -> nn.Module:
-    """A randomly initialised on-device causal LM `name` of the size table `size`."""
+def _vocab(vocab_size: int | None) -> dict:
+    return {} if vocab_size is None else {"vocab_size": vocab_size}
+
+
+def build_device_model(name: str, size: str, seed: int = 0, device: str | None = None,
+                       vocab_size: int | None = None) -> nn.Module:
+    """A randomly initialised on-device causal LM `name` of the size table `size` (over
+    `vocab_size` ids when given: a compact case vocabulary, else the shared tokenizer's)."""
     family, kwargs = DEVICE_ZOO[size][name]
-    return build_causal_lm(causal_lm_config(family, **kwargs), seed, device)
+    return build_causal_lm(causal_lm_config(family, **kwargs, **_vocab(vocab_size)), seed, device)
 
 
-def student_config(moe_family: str, size: str, source: str | None = None):
+def student_config(moe_family: str, size: str, source: str | None = None,
+                   vocab_size: int | None = None):
     """The dense "MoE base model" config: Qwen3 for qwen3_moe, LLaMA for mixtral (the shape of the
     pretrained model `source` when given), all-dense DeepseekV3 for deepseek_v3."""
     if source is not None:
         if moe_family != "mixtral":
             raise ValueError(f"a {source} student is a LLaMA: it upcycles into mixtral only")
         family, kwargs = _PRETRAINED_ZOO[source]
-        return causal_lm_config(family, **kwargs)
-    kwargs = dict(STUDENT_ZOO[size][moe_family], tie_word_embeddings=True)
+        return causal_lm_config(family, **kwargs, **_vocab(vocab_size))
+    kwargs = dict(STUDENT_ZOO[size][moe_family], tie_word_embeddings=True, **_vocab(vocab_size))
     if moe_family == "qwen3_moe":
         return causal_lm_config("qwen3", **kwargs)
     if moe_family == "mixtral":
@@ -152,10 +159,10 @@ def student_config(moe_family: str, size: str, source: str | None = None):
 
 
 def build_student(moe_family: str, size: str, seed: int = 0, device: str | None = None,
-                  source: str | None = None) -> nn.Module:
+                  source: str | None = None, vocab_size: int | None = None) -> nn.Module:
     """One dense student M_i of the target MoE family (Sec. IV-C), randomly initialised (load a
     pretrained `source`'s weights with `pretrained_state`)."""
-    return build_causal_lm(student_config(moe_family, size, source), seed, device)
+    return build_causal_lm(student_config(moe_family, size, source, vocab_size), seed, device)
 
 
 # --------------------------------------------------------------------------- real weights
@@ -207,19 +214,33 @@ def kept_blocks(name: str) -> list[int]:
     return list(range((keep + 1) // 2)) + list(range(total - keep // 2, total))
 
 
-def pretrained_state(name: str, path: str | None = None, gguf_file: str | None = None) -> dict:
+def pretrained_state(name: str, path: str | None = None, gguf_file: str | None = None,
+                     vocab: Sequence[int] | None = None) -> dict:
     """The weights of the pretrained model `name`: SmolLM2's embeddings, final norm and its
     `kept_blocks`, renumbered 0..L-1. They load into `build_device_model(name, size)` and
-    `build_student(..., source=name)`."""
+    `build_student(..., source=name)`; with `vocab` (sorted token ids: a compact vocabulary)
+    the embedding and output rows of those ids only, in that order."""
     full, out = _pretrained_full_state(path, gguf_file), {}
     new = {old: i for i, old in enumerate(kept_blocks(name))}
+    rows = None if vocab is None else torch_index(vocab)
     for key, value in full.items():
-        if not key.startswith("model.layers."):
+        if key in _VOCAB_ROWS and rows is not None:
+            out[key] = value[rows].clone()
+        elif not key.startswith("model.layers."):
             out[key] = value
         elif int(key.split(".")[2]) in new:
             block, rest = key.split(".", 3)[2:]
             out[f"model.layers.{new[int(block)]}.{rest}"] = value
     return out
+
+
+_VOCAB_ROWS = ("model.embed_tokens.weight", "lm_head.weight")  # one row per token id
+
+
+def torch_index(ids: Sequence[int]):
+    import torch
+
+    return torch.as_tensor(np.asarray(ids, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- memory
@@ -288,8 +309,9 @@ def train_memory_bytes(model: nn.Module, optimizer: str = "adam", batch: int = 8
 
 @functools.lru_cache(maxsize=None)
 def _spec_memory_mb(size: str, name: str, optimizer: str, batch: int, seq: int,
-                    dtype_bytes: int = 4, finetune: str = "full", lora_rank: int = 8) -> float:
-    meta = build_device_model(name, size, device="meta")
+                    dtype_bytes: int = 4, finetune: str = "full", lora_rank: int = 8,
+                    vocab_size: int | None = None) -> float:
+    meta = build_device_model(name, size, device="meta", vocab_size=vocab_size)
     return train_memory_bytes(meta, optimizer, batch, seq, dtype_bytes, finetune=finetune,
                               lora_rank=lora_rank) / 2**20
 
@@ -297,11 +319,11 @@ def _spec_memory_mb(size: str, name: str, optimizer: str, batch: int, seq: int,
 def pick_model_for_memory(memory_mb: float, families: Sequence[str], rng: np.random.Generator,
                           size: str = "tiny", optimizer: str = "adam", batch: int = 8,
                           seq: int = 64, dtype_bytes: int = 4, finetune: str = "full",
-                          lora_rank: int = 8) -> str:
+                          lora_rank: int = 8, vocab_size: int | None = None) -> str:
     """A device's choice of on-device LLM: uniformly among the `families` models whose training
     fits `memory_mb` (by `train_memory_bytes`); the smallest of them when none fits [OURS]."""
-    need = {n: _spec_memory_mb(size, n, optimizer, batch, seq, dtype_bytes, finetune, lora_rank)
-            for n in families}
+    need = {n: _spec_memory_mb(size, n, optimizer, batch, seq, dtype_bytes, finetune, lora_rank,
+                               vocab_size) for n in families}
     fitting = sorted(n for n in families if need[n] <= memory_mb)
     if not fitting:
         return min(families, key=need.__getitem__)

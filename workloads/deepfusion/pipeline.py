@@ -83,20 +83,32 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
     raise KeyError(phase)
 
 
+def vocabulary(c: DeepFusionConfig) -> np.ndarray | None:
+    """The shared token ids the models keep (`data.vocabulary: case`), or None: all of them."""
+    from workloads.deepfusion.data import cached_case_vocabulary
+
+    return cached_case_vocabulary(c.data.case) if c.data.vocabulary == "case" else None
+
+
+def vocab_size(c: DeepFusionConfig) -> int | None:
+    return programs.vocab_size(vocabulary(c))
+
+
 def _moe_config(c: DeepFusionConfig):
     from workloads.deepfusion.models import student_config
     from workloads.deepfusion.upcycle import moe_config
 
     m = c.models
-    return moe_config(student_config(m.moe_family, m.size, m.student_source), m.moe_family,
-                      c.moe.num_experts, c.moe.top_k)
+    return moe_config(student_config(m.moe_family, m.size, m.student_source, vocab_size(c)),
+                      m.moe_family, c.moe.num_experts, c.moe.top_k)
 
 
 def pretrained(c: DeepFusionConfig, name: str) -> dict:
     """The real weights of the pretrained model `name` (loaded once per process)."""
     from workloads.deepfusion.models import pretrained_state
 
-    return pretrained_state(name, c.models.pretrained_path, c.models.pretrained_gguf_file)
+    return pretrained_state(name, c.models.pretrained_path, c.models.pretrained_gguf_file,
+                            vocabulary(c))
 
 
 def initial_moe_state(c: DeepFusionConfig, seed: int, student: dict | None) -> dict:
@@ -111,7 +123,8 @@ def initial_moe_state(c: DeepFusionConfig, seed: int, student: dict | None) -> d
     if student is None:
         moe = build_causal_lm(_moe_config(c), seed)
     else:
-        dense = build_student(m.moe_family, m.size, source=m.student_source)
+        dense = build_student(m.moe_family, m.size, source=m.student_source,
+                              vocab_size=vocab_size(c))
         dense.load_state_dict(student)
         moe = upcycle([dense] * c.moe.num_experts, m.moe_family, c.moe.top_k, seed,
                       c.moe.gate_std)
@@ -137,8 +150,8 @@ def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks, answers=No
 # --------------------------------------------------------------------------- setup
 def prepare(c: DeepFusionConfig, ctx) -> Setup:
     from orchestrator.federated.population import partition, sample_population
-    from workloads.deepfusion.data import answer_examples, lm_blocks, load_case, split_records
-    from workloads.common.tokenizer import load_tokenizer
+    from workloads.deepfusion.data import (answer_examples, case_tokenizer, lm_blocks, load_case,
+                                           split_records)
     from workloads.deepfusion.models import pick_model_for_memory
 
     records = load_case(c.data.case)
@@ -158,9 +171,9 @@ def prepare(c: DeepFusionConfig, ctx) -> Setup:
     models = [pick_model_for_memory(float(population.memory_mb[n]), m.device_models,
                                     ctx.rng(2, n), m.size, c.local.optimizer,
                                     c.data.batch_size, c.data.seq_len, m.dtype_bytes,
-                                    m.finetune, m.lora_rank)
+                                    m.finetune, m.lora_rank, vocab_size(c))
               for n in range(fed.num_devices)]
-    tok = load_tokenizer()
+    tok = case_tokenizer(vocabulary(c))
     texts = [[splits.private[i].text for i in shard] for shard in shards]
     test = lm_blocks([r.text for r in splits.test], tok, c.data.seq_len)
     return Setup(population, models, texts, [lm_blocks(t, tok, c.data.seq_len) for t in texts],
@@ -186,7 +199,8 @@ def releases(c: DeepFusionConfig, setup: Setup, ctx) -> dict[str, dict]:
         jobs = [programs.ReleaseJob(n, c.models.size, setup.public_blocks, c.local.release_steps,
                                     c.data.batch_size, c.local.optimizer, c.local.lr,
                                     c.local.release_seed,
-                                    share(pretrained(c, n)) if n in PRETRAINED else None)
+                                    share(pretrained(c, n)) if n in PRETRAINED else None,
+                                    vocab_size(c))
                 for n in names]
         return dict(zip(names, ctx.map(programs.train_release, jobs, desc="on-device releases",
                                        num_gpus=task_gpus(c))))
@@ -206,7 +220,7 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
                               c.local.steps, cl.embedding, cl.embedding_dim,
                               derive_seed(seed, 3), c.models.dtype_bytes,
                               releases(c, setup, ctx), c.models.finetune, c.models.lora_rank,
-                              str(upload_dir(c, ctx)))
+                              str(upload_dir(c, ctx)), vocabulary(c))
     with ctx.federation.session(fed, functools.partial(programs.make_local_program, spec),
                                 setup.population) as fl:
         updates, reports = fl.map(range(fed.num_devices), {})
@@ -257,7 +271,7 @@ def device_log_ppl(c: DeepFusionConfig, model_name: str, state: dict, blocks) ->
     from workloads.deepfusion.metrics import evaluate_lm
     from workloads.deepfusion.models import build_device_model
 
-    model = build_device_model(model_name, c.models.size)
+    model = build_device_model(model_name, c.models.size, vocab_size=vocab_size(c))
     model.load_state_dict(state)
     return evaluate_lm(model, blocks, c.data.eval_batch_size)["log_ppl"]
 
@@ -272,7 +286,8 @@ def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, method: str,
                                 derive_seed(seed, 5) if shared else derive_seed(seed, 5, i),
                                 c.models.student_source, student_state,
                                 derive_seed(seed, 6, i),
-                                c.distill, c.vaa, c.baselines, c.data.batch_size)
+                                c.distill, c.vaa, c.baselines, c.data.batch_size,
+                                vocab_size(c))
             for i in range(len(phase1["teachers"]))]
 
 
@@ -348,7 +363,8 @@ def upcycled_moe(c: DeepFusionConfig, students: list[dict], seed: int) -> tuple[
 
     models = []
     for state in students:
-        s = build_student(c.models.moe_family, c.models.size, source=c.models.student_source)
+        s = build_student(c.models.moe_family, c.models.size, source=c.models.student_source,
+                          vocab_size=vocab_size(c))
         s.load_state_dict(state)
         models.append(s)
     moe = upcycle(models, c.models.moe_family, c.moe.top_k, derive_seed(seed, 7), c.moe.gate_std)

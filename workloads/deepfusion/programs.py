@@ -44,6 +44,11 @@ def shared_init_seed(seed: int, model_name: str) -> int:
     return derive_seed(seed, 100, zlib.crc32(model_name.encode()))
 
 
+def vocab_size(vocab) -> int | None:
+    """The models' vocabulary size for a compact vocabulary `vocab` (None: the shared one)."""
+    return None if vocab is None else len(vocab)
+
+
 def cpu_state(module) -> dict:
     """A detached CPU copy of `module`'s state dict (what crosses process boundaries)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -85,6 +90,7 @@ class LocalSpec:
     lora_rank: int = 8
     upload_dir: str = ""      # where a device leaves its model (a folder every node reads):
                               # the server then holds one at a time, not all N; "": in memory
+    vocab: Any = None         # the compact vocabulary's shared token ids, or None: the full one
 
 
 class LocalLmProgram:
@@ -92,11 +98,13 @@ class LocalLmProgram:
 
     def __init__(self, spec: LocalSpec):
         from workloads.deepfusion.clustering import make_encoder
+        from workloads.deepfusion.data import case_tokenizer
         from workloads.common.tokenizer import load_tokenizer
 
         self.spec = spec
-        self.tokenizer = load_tokenizer()
-        self.encoder = make_encoder(spec.embedding, self.tokenizer, spec.embedding_dim,
+        self.tokenizer = case_tokenizer(spec.vocab)  # the model's ids
+        # e_n counts the shared tokenizer's ids: one encoder for any vocabulary the models use
+        self.encoder = make_encoder(spec.embedding, load_tokenizer(), spec.embedding_dim,
                                     spec.encoder_seed)
 
     def train(self, device: int, global_state: dict, task: DeviceTask) -> DeviceUpdate:
@@ -111,7 +119,7 @@ class LocalLmProgram:
         s, seed = self.spec, task.seed
         texts = s.texts[device]
         blocks = lm_blocks(texts, self.tokenizer, s.seq_len)
-        model = build_device_model(s.models[device], s.size)
+        model = build_device_model(s.models[device], s.size, vocab_size=vocab_size(s.vocab))
         model.load_state_dict(s.releases[s.models[device]])
         model.to(torch_device())
         optimizer = make_optimizer(model.parameters(), s.optimizer, s.lr)
@@ -170,6 +178,7 @@ class ReleaseJob:
     lr: float
     seed: int
     init_state: Any = None    # pretrained weights (a `runtime.share` reference), or None
+    vocab_size: Any = None    # a compact vocabulary's size, or None: the shared tokenizer's
 
 
 def train_release(job: ReleaseJob) -> dict:
@@ -177,7 +186,8 @@ def train_release(job: ReleaseJob) -> dict:
     from workloads.common.optim import make_optimizer
     from workloads.deepfusion.models import build_device_model
 
-    model = build_device_model(job.model, job.size, seed=shared_init_seed(job.seed, job.model))
+    model = build_device_model(job.model, job.size, seed=shared_init_seed(job.seed, job.model),
+                               vocab_size=job.vocab_size)
     if job.init_state is not None:
         model.load_state_dict(fetch(job.init_state))
     model.to(torch_device())
@@ -261,6 +271,7 @@ class DistillJob:
     vaa: Any                  # VaaConfig
     baselines: Any            # BaselineConfig
     batch_size: int
+    vocab_size: Any = None    # a compact vocabulary's size, or None: the shared tokenizer's
 
 
 def _kd_step_fn(job: DistillJob, teacher, student):
@@ -295,11 +306,11 @@ def distill_cluster(job: DistillJob) -> dict:
 
     torch.set_num_threads(1)
     device = torch_device()
-    teacher = build_device_model(job.teacher_name, job.size)
+    teacher = build_device_model(job.teacher_name, job.size, vocab_size=job.vocab_size)
     teacher.load_state_dict(fetch(job.teacher_state))
     teacher = teacher.to(device)
     student = build_student(job.moe_family, job.size, seed=job.student_seed,
-                            source=job.student_source)
+                            source=job.student_source, vocab_size=job.vocab_size)
     if job.student_state is not None:
         student.load_state_dict(fetch(job.student_state))
     student = student.to(device)
