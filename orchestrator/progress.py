@@ -67,6 +67,18 @@ def progress(total: int, description: str) -> Iterator[_RichBar | _PlainBar]:
         yield _RichBar(bar, bar.add_task(description, total=total))
 
 
+def _labelled_progress(label: str, total: int, description: str):
+    return progress(total, f"{label} · {description}")
+
+
+def labelled(label: str):
+    """`progress` whose bars begin with `label` ('seed 1', 'case=medical seed 2'): in a run of
+    several seeds or grid settings every bar says whose it is."""
+    import functools
+
+    return functools.partial(_labelled_progress, label) if label else progress
+
+
 class _ConsoleHandler(logging.Handler):
     """Writes records through the stderr console, so that they print above a live bar."""
 

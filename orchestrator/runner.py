@@ -97,28 +97,33 @@ def run_workload(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> 
         log.info("setting %s", label)
         rows += [{**row, "setting": label}
                  for row in run_seeds(setting, workload, Scope(parent, "setting", label),
-                                      checkpoint_dir)]
+                                      checkpoint_dir, label)]
     return rows
 
 
-def run_seeds(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path) -> list[dict]:
+def run_seeds(cfg: Any, workload: Any, parent: Any, checkpoint_dir: Path,
+              setting: str = "") -> list[dict]:
     """`workload.run` once, or once per seed (`seeds: N`), each seed in a `SeedScope` of the
-    parent run; the rows of every seed, with a `seed` column when there are several."""
+    parent run; the rows of every seed, with a `seed` column when there are several. Progress
+    bars name the grid `setting` and the seed when there are several."""
     import dataclasses
 
     from orchestrator import runtime
-    from orchestrator.progress import progress
+    from orchestrator.progress import labelled
     from orchestrator.tracking import SeedScope
     from orchestrator.workload import RunContext
 
     if cfg.seeds == 1:
-        return workload.run(cfg, RunContext(cfg, parent, progress, runtime.parallel_map,
+        return workload.run(cfg, RunContext(cfg, parent, labelled(setting), runtime.parallel_map,
                                             checkpoint_dir))
     rows = []
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+    for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.seeds)):
+        log.info("%sseed %d (%d of %d)", f"{setting} " if setting else "", seed, i + 1,
+                 cfg.seeds)
         one = dataclasses.replace(cfg, seed=seed, seeds=1)
-        ctx = RunContext(one, SeedScope(parent, seed), progress, runtime.parallel_map,
-                         checkpoint_dir)
+        ctx = RunContext(one, SeedScope(parent, seed),
+                         labelled(f"{setting} seed {seed}" if setting else f"seed {seed}"),
+                         runtime.parallel_map, checkpoint_dir)
         rows += [{"seed": seed, **{k if k != "seed" else "workload_seed": v
                                     for k, v in row.items()}} for row in workload.run(one, ctx)]
     return rows

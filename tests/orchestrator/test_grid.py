@@ -60,8 +60,10 @@ def test_claims_are_checked_setting_by_setting():
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_a_grid_run_names_each_settings_children_and_summarises_per_setting(workdir):
+def test_a_grid_run_names_each_settings_children_and_summarises_per_setting(workdir, capsys):
     assert main(["run", str(FEDPROX), *TINY, "seeds=2", "grid={fedprox.mu: [0.0, 0.5]}"]) == 0
+    bars = capsys.readouterr().err  # not a terminal: each bar's plain lines, named
+    assert "mu=0.5 seed 1 · " in bars and "mu=0.0 seed 0 · " in bars
     client = MlflowClient(store())
     exp = client.get_experiment_by_name("grid")
     runs = client.search_runs([exp.experiment_id])

@@ -2,9 +2,11 @@
 
 All share one tokenizer (SmolLM2-135M-Instruct's 49,152-token byte-level BPE,
 `workloads/common/tokenizer`), so teacher and student logits live over the same vocabulary
-(Eq. 10) and the upcycled MoE's embeddings can be averaged (Eq. 13). Every model here is built the
-one shared way (`workloads/common/tiny_lm.py`: config over that vocabulary, seeded instance); this
-module holds DeepFusion's own shapes.
+(Eq. 10) and the upcycled MoE's embeddings can be averaged (Eq. 13); with `data.vocabulary: case`
+every builder takes the case's `vocab_size` and pretrained weights keep the rows of its ids
+(`pretrained_state(vocab=...)`). Every model here is built the one shared way
+(`workloads/common/tiny_lm.py`: config over that vocabulary, seeded instance); this module holds
+DeepFusion's own shapes.
 
 - On-device models (Sec. V-A: "each device is randomly given one of the case's on-device LLMs"):
   `DEVICE_ZOO[size][name]` -> (family, config kwargs); families GPT-2, LLaMA, BLOOM [PAPER], scaled
