@@ -277,7 +277,8 @@ def test_reproduce_under_a_terminal_draws_its_bars_and_shows_every_claims_verdic
                           "fedprox.train_digits=400", "fedprox.federation.num_devices=4",
                           *scratch(tmp_path), cwd=tmp_path)
     assert_clean(screen)
-    assert screen.finished("fedprox rounds") and screen.finished("fedavg rounds")
+    # each seed's bars say whose they are
+    assert screen.finished("seed 0 · fedprox rounds") and screen.finished("seed 1 · fedavg rounds")
     claims = screen.text[screen.text.index("the paper's claims"):]
     assert "verdict" in claims and "95% interval" in claims, "no column cropped at 120 columns"
     assert "reproduced" in claims or "direction" in claims or "undetermined" in claims, claims
