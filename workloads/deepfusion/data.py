@@ -105,11 +105,13 @@ def split_records(records: Sequence[Record], test_fraction: float, public_fracti
                   public=pick(order[n_test:n_test + n_public]), test=pick(order[:n_test]))
 
 
+@functools.lru_cache(maxsize=None)
 def case_vocabulary(case: str, root: Path = DATA_ROOT) -> np.ndarray:
     """The sorted token ids a case's text uses (every record, its prompt and answer tokenized
     alone too) plus the special ids 0-2: the case's closed vocabulary (`data.vocabulary: case`).
     Models over it keep those rows of the shared embedding and output layer only [OURS: a CPU
-    economy; the 49,152-row output layer is most of a small cut's compute]."""
+    economy; the 49,152-row output layer is most of a small cut's compute]. Computed once per
+    process (about 2 s)."""
     from workloads.common.tokenizer import EOS_ID, load_tokenizer
 
     records = load_case(case, root)
@@ -118,12 +120,6 @@ def case_vocabulary(case: str, root: Path = DATA_ROOT) -> np.ndarray:
         r.text[:len(r.text) - len(r.answer)] for r in records]
     ids = {i for row in tok(pieces, add_special_tokens=False)["input_ids"] for i in row}
     return np.array(sorted(ids | set(range(EOS_ID + 1))), dtype=np.int64)
-
-
-@functools.lru_cache(maxsize=None)
-def cached_case_vocabulary(case: str) -> np.ndarray:
-    """`case_vocabulary(case)` of the shipped data, computed once per process (about 2 s)."""
-    return case_vocabulary(case)
 
 
 class CompactTokenizer:

@@ -222,9 +222,11 @@ def pretrained_state(name: str, path: str | None = None, gguf_file: str | None =
     `kept_blocks`, renumbered 0..L-1. They load into `build_device_model(name, size)` and
     `build_student(..., source=name)`; with `vocab` (sorted token ids: a compact vocabulary)
     the embedding and output rows of those ids only, in that order."""
+    import torch
+
     full, out = _pretrained_full_state(path, gguf_file), {}
     new = {old: i for i, old in enumerate(kept_blocks(name))}
-    rows = None if vocab is None else torch_index(vocab)
+    rows = None if vocab is None else torch.as_tensor(np.asarray(vocab, dtype=np.int64))
     for key, value in full.items():
         if key in _VOCAB_ROWS and rows is not None:
             out[key] = value[rows].clone()
@@ -237,12 +239,6 @@ def pretrained_state(name: str, path: str | None = None, gguf_file: str | None =
 
 
 _VOCAB_ROWS = ("model.embed_tokens.weight", "lm_head.weight")  # one row per token id
-
-
-def torch_index(ids: Sequence[int]):
-    import torch
-
-    return torch.as_tensor(np.asarray(ids, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- memory

@@ -85,9 +85,9 @@ def phase_deps(c: DeepFusionConfig, phase: str, method: str = "") -> tuple:
 
 def vocabulary(c: DeepFusionConfig) -> np.ndarray | None:
     """The shared token ids the models keep (`data.vocabulary: case`), or None: all of them."""
-    from workloads.deepfusion.data import cached_case_vocabulary
+    from workloads.deepfusion.data import case_vocabulary
 
-    return cached_case_vocabulary(c.data.case) if c.data.vocabulary == "case" else None
+    return case_vocabulary(c.data.case) if c.data.vocabulary == "case" else None
 
 
 def vocab_size(c: DeepFusionConfig) -> int | None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from workloads.deepfusion import models as M
-from workloads.deepfusion.data import (CompactTokenizer, answer_examples, cached_case_vocabulary,
+from workloads.deepfusion.data import (CompactTokenizer, answer_examples, case_vocabulary,
                                        lm_blocks, load_case)
 from workloads.common.tokenizer import VOCAB_SIZE
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module")
 def kept() -> np.ndarray:
-    return cached_case_vocabulary("financial")
+    return case_vocabulary("financial")
 
 
 def test_the_case_vocabulary_covers_every_record_and_keeps_the_special_ids(kept, tokenizer):
