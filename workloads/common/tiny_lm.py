@@ -49,6 +49,20 @@ def build_causal_lm(config, seed: int = 0, device: str | None = None) -> "nn.Mod
         return AutoModelForCausalLM.from_config(config)
 
 
+def causal_lm_with_state(config, state: dict) -> "nn.Module":
+    """A causal LM of `config` holding `state` (every weight, strictly), built without drawing
+    random weights first: they would be overwritten, and drawing them cost about 12% of a
+    FedJETS device round. Tied embeddings are tied again (skipping init skips the tying)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def tiny_llama_config(**extra):
     """TINY_LLAMA's config; `extra` adds fields (e.g. `num_labels` for a classifier head)."""
     return causal_lm_config("llama", **TINY_LLAMA, **extra)

@@ -55,16 +55,21 @@ def route_device_to_experts(moe: nn.Module, blocks: torch.Tensor, n: int = 2) ->
 
 def compact_moe(global_moe: nn.Module, expert_ids: Sequence[int]) -> nn.Module:
     """A compact MoE: the global shared weights plus the experts `expert_ids` and their gate rows."""
+    from transformers.initialization import no_init_weights
+
     config = copy.deepcopy(global_moe.config)
     setattr(config, _num_experts_key(config), len(expert_ids))
     config.num_experts_per_tok = min(config.num_experts_per_tok, len(expert_ids))
-    with warnings.catch_warnings():  # DeepseekV3's empty shared expert
+    with warnings.catch_warnings(), no_init_weights():  # every weight is copied in below
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        local = type(global_moe)(config)
+        local = type(global_moe)(config)  # DeepseekV3's empty shared expert warns
+    local.tie_weights()
     ids = torch.as_tensor(list(expert_ids))
     state = {k: (v[ids] if _is_expert_row(k) else v) for k, v in global_moe.state_dict().items()
              if not k.endswith("e_score_correction_bias")}
-    local.load_state_dict(state, strict=False)
+    missing, _ = local.load_state_dict(state, strict=False)
+    if [k for k in missing if not k.endswith("e_score_correction_bias")]:
+        raise RuntimeError(f"compact MoE weights left unset: {missing[:5]}")
     return local
 
 

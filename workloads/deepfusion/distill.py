@@ -5,6 +5,7 @@
   L_KL = tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau)) (Eq. 10; the tau^2 factor keeps the
   gradient scale independent of tau [LIT, Hinton et al. 2015]).
 - `deepfusion_no_vaa`: the same step with a `LinearFeatureMap` instead of VAA.
+- `student_ce_only`, the control: L_CE alone (alpha = beta = 0), so no teacher at all.
 - OFA-KD (Hao et al. 2023; SEEDS 1.6): branches project intermediate student stages to vocab
   logits, trained with `ofa_loss`; the final logits are the last stage.
 - FedMKT-style logit-only KD: lambda * CE + (1 - lambda) * KL. One shared tokenizer removes the
@@ -62,10 +63,13 @@ def kd_loss(student_logits, teacher_logits, ids, views, targets, w: KDWeights) -
     return {"loss": ce + w.alpha * fm + w.beta * kl, "ce": ce, "fm": fm, "kl": kl}
 
 
-def _teacher_forward(teacher: nn.Module, ids: torch.Tensor, hidden: bool = False):
+def teacher_forward(teacher: nn.Module, ids: torch.Tensor):
+    """The frozen teacher's logits and hidden states on one batch. Every KD method distilling
+    from one teacher sees the same batches, so one forward serves them all (the `*_step`
+    functions take its output, not the teacher)."""
     teacher.eval()
     with torch.no_grad():
-        return teacher(input_ids=ids, output_hidden_states=hidden)
+        return teacher(input_ids=ids, output_hidden_states=True)
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parts: dict) -> dict:
@@ -75,16 +79,24 @@ def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parts: dict) -> 
     return {k: float(v.detach()) for k, v in parts.items()}
 
 
-def distill_step(teacher: nn.Module, student: nn.Module, aligner: nn.Module, batch: torch.Tensor,
+def distill_step(t_out, student: nn.Module, aligner: nn.Module, batch: torch.Tensor,
                  optimizer: torch.optim.Optimizer, cfg: KDWeights) -> dict[str, float]:
-    """One DeepFusion KD step (or the no-VAA ablation, given a LinearFeatureMap); the optimizer
-    holds the student's and the aligner's parameters. Returns loss, ce, fm, kl."""
-    t_out = _teacher_forward(teacher, batch, hidden=True)
+    """One DeepFusion KD step (or the no-VAA ablation, given a LinearFeatureMap) against the
+    teacher's output `t_out` on `batch` (`teacher_forward`); the optimizer holds the student's
+    and the aligner's parameters. Returns loss, ce, fm, kl."""
     student.train()
     s_out = student(input_ids=batch, output_hidden_states=True)
     views, targets = view_aligned_attention(aligner, s_out.hidden_states, t_out.hidden_states)
     parts = kd_loss(s_out.logits, t_out.logits, batch, views, targets, cfg)
     return _step(parts["loss"], optimizer, parts)
+
+
+def ce_step(student: nn.Module, batch: torch.Tensor,
+            optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The control's step: L_CE alone (Eq. 11 with alpha = beta = 0), no teacher."""
+    student.train()
+    ce = next_token_ce(student(input_ids=batch).logits, batch)
+    return _step(ce, optimizer, {"loss": ce, "ce": ce})
 
 
 # --------------------------------------------------------------------------- OFA-KD
@@ -122,10 +134,10 @@ class OfaWeights:
     stage_weight: float = 1.0  # weight of the sum of the branches' ofa_loss
 
 
-def ofa_step(teacher: nn.Module, student: nn.Module, branches: OfaBranches, batch: torch.Tensor,
+def ofa_step(t_out, student: nn.Module, branches: OfaBranches, batch: torch.Tensor,
              optimizer: torch.optim.Optimizer, cfg: OfaWeights) -> dict[str, float]:
     """CE + kd_weight * ofa(final) + stage_weight * sum_j ofa(branch_j)  (OFA-KD's total)."""
-    t_logits = _teacher_forward(teacher, batch).logits[:, :-1]
+    t_logits = t_out.logits[:, :-1]
     student.train()
     s_out = student(input_ids=batch, output_hidden_states=True)
     target = batch[:, 1:]
@@ -146,12 +158,11 @@ def fedmkt_loss(student_logits, teacher_logits, ids, lam: float = 0.5,
     return {"loss": lam * ce + (1 - lam) * kl, "ce": ce, "kl": kl}
 
 
-def fedmkt_step(teacher: nn.Module, student: nn.Module, batch: torch.Tensor,
+def fedmkt_step(t_out, student: nn.Module, batch: torch.Tensor,
                 optimizer: torch.optim.Optimizer, lam: float = 0.5,
                 temperature: float = 1.0) -> dict[str, float]:
-    """One FedMKT-style logit KD step from a proxy teacher into a student."""
-    t_logits = _teacher_forward(teacher, batch).logits
+    """One FedMKT-style logit KD step from a proxy teacher's output `t_out` into a student."""
     student.train()
     s_logits = student(input_ids=batch).logits
-    parts = fedmkt_loss(s_logits, t_logits, batch, lam, temperature)
+    parts = fedmkt_loss(s_logits, t_out.logits, batch, lam, temperature)
     return _step(parts["loss"], optimizer, parts)

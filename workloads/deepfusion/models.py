@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from workloads.common.paths import smollm2_dir
-from workloads.common.tiny_lm import TINY_LLAMA, build_causal_lm, causal_lm_config
+from workloads.common.tiny_lm import (TINY_LLAMA, build_causal_lm, causal_lm_config,
+                                      causal_lm_with_state)
 from workloads.common.tokenizer import VOCAB_SIZE
 
 if TYPE_CHECKING:  # annotations only: torch is imported where it runs
@@ -132,12 +133,23 @@ def _vocab(vocab_size: int | None) -> dict:
     return {} if vocab_size is None else {"vocab_size": vocab_size}
 
 
+def device_model_config(name: str, size: str, vocab_size: int | None = None):
+    """The config of on-device causal LM `name` of the size table `size` (over `vocab_size` ids
+    when given: a compact case vocabulary, else the shared tokenizer's)."""
+    family, kwargs = DEVICE_ZOO[size][name]
+    return causal_lm_config(family, **kwargs, **_vocab(vocab_size))
+
+
 def build_device_model(name: str, size: str, seed: int = 0, device: str | None = None,
                        vocab_size: int | None = None) -> nn.Module:
-    """A randomly initialised on-device causal LM `name` of the size table `size` (over
-    `vocab_size` ids when given: a compact case vocabulary, else the shared tokenizer's)."""
-    family, kwargs = DEVICE_ZOO[size][name]
-    return build_causal_lm(causal_lm_config(family, **kwargs, **_vocab(vocab_size)), seed, device)
+    """A randomly initialised on-device causal LM `name` (`device_model_config`)."""
+    return build_causal_lm(device_model_config(name, size, vocab_size), seed, device)
+
+
+def device_model_with(name: str, size: str, state: dict,
+                      vocab_size: int | None = None) -> nn.Module:
+    """On-device model `name` holding the weights `state` (no random draw first)."""
+    return causal_lm_with_state(device_model_config(name, size, vocab_size), state)
 
 
 def student_config(moe_family: str, size: str, source: str | None = None,

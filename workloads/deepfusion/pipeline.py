@@ -6,13 +6,14 @@ Pipeline (each method's result: final metrics, loss histories, comm bytes, peak 
            the private records over the devices with domain skew, each device picks its model
   Phase 0  devices train their on-device LLMs on the pool and upload model + e_n once (Collect)
   Phase I  cluster the e_n within model types into K clusters, average each into a proxy
-  Phase II proxy -> dense student by the method's KD (Ray tasks): deepfusion (VAA),
-           deepfusion_no_vaa, ofa_kd, fedmkt and the control student_ce_only (alpha = beta = 0)
-           all reuse Phase 0's uploads and Phase I's proxies
+  Phase II proxy -> dense student by the method's KD (a Ray task per cluster, one teacher
+           forward per batch for every method): deepfusion (VAA), deepfusion_no_vaa, ofa_kd,
+           fedmkt and the control student_ce_only (alpha = beta = 0) all reuse Phase 0's
+           uploads and Phase I's proxies
   Phase III upcycle the K students into the MoE, tune it with the experts frozen on the public
            data, every KD method on the same path (`run.phase3`): expert-parallel on Ray Train
-           (DeepSpeed AutoEP) or in a Ray task; load the consolidated weights into a plain HF
-           model and evaluate
+           (DeepSpeed AutoEP; the consolidated weights loaded into a plain HF model and scored)
+           or upcycled, tuned and scored in one Ray task per method
   centralized  the MoE trained from scratch on the pooled private + public data (Ray Train, EP)
   fedjets  R rounds on the engine: each device trains a compact MoE of its top experts
 
@@ -116,16 +117,16 @@ def initial_moe_state(c: DeepFusionConfig, seed: int, student: dict | None) -> d
     (`student`: its release weights, as DeepFusion's students start): the MoE upcycled from K
     copies of it (every expert its FFN, a fresh gate); else a random MoE from `seed`."""
     from orchestrator.train import build_causal_lm
-    from workloads.deepfusion.models import build_student
+    from workloads.common.tiny_lm import causal_lm_with_state
+    from workloads.deepfusion.models import student_config
     from workloads.deepfusion.upcycle import upcycle
 
     m = c.models
     if student is None:
         moe = build_causal_lm(_moe_config(c), seed)
     else:
-        dense = build_student(m.moe_family, m.size, source=m.student_source,
-                              vocab_size=vocab_size(c))
-        dense.load_state_dict(student)
+        dense = causal_lm_with_state(student_config(m.moe_family, m.size, m.student_source,
+                                                    vocab_size(c)), student)
         moe = upcycle([dense] * c.moe.num_experts, m.moe_family, c.moe.top_k, seed,
                       c.moe.gate_std)
     return {k: v.detach().clone() for k, v in moe.state_dict().items()}
@@ -138,13 +139,11 @@ def student_release(c: DeepFusionConfig, setup: Setup, ctx) -> dict | None:
 
 
 def _evaluate(c: DeepFusionConfig, model_config, state: dict, blocks, answers=None) -> dict:
-    from transformers import AutoModelForCausalLM
-
+    from workloads.common.tiny_lm import causal_lm_with_state
     from workloads.deepfusion.metrics import evaluate_lm
 
-    model = AutoModelForCausalLM.from_config(model_config)
-    model.load_state_dict(state, strict=True)
-    return evaluate_lm(model, blocks, c.data.eval_batch_size, answers)
+    return evaluate_lm(causal_lm_with_state(model_config, state), blocks,
+                       c.data.eval_batch_size, answers)
 
 
 # --------------------------------------------------------------------------- setup
@@ -269,19 +268,19 @@ def cluster_devices(c: DeepFusionConfig, setup: Setup, phase0: dict, seed: int) 
 def device_log_ppl(c: DeepFusionConfig, model_name: str, state: dict, blocks) -> float:
     """Held-out log-PPL of an on-device model `model_name` with weights `state`."""
     from workloads.deepfusion.metrics import evaluate_lm
-    from workloads.deepfusion.models import build_device_model
+    from workloads.deepfusion.models import device_model_with
 
-    model = build_device_model(model_name, c.models.size, vocab_size=vocab_size(c))
-    model.load_state_dict(state)
+    model = device_model_with(model_name, c.models.size, state, vocab_size(c))
     return evaluate_lm(model, blocks, c.data.eval_batch_size)["log_ppl"]
 
 
 # --------------------------------------------------------------------------- Phase II
-def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, method: str,
+def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, methods: list[str],
                  seed: int, proxies: list, student_state=None) -> list[programs.DistillJob]:
-    """One job per cluster; `proxies` and `student_state` may be `runtime.share` references."""
+    """One job per cluster for every method; `proxies` and `student_state` may be
+    `runtime.share` references."""
     shared = c.distill.student_init == "shared"
-    return [programs.DistillJob(method, i, phase1["teachers"][i], proxies[i],
+    return [programs.DistillJob(tuple(methods), i, phase1["teachers"][i], proxies[i],
                                 setup.public_blocks, c.models.size, c.models.moe_family,
                                 derive_seed(seed, 5) if shared else derive_seed(seed, 5, i),
                                 c.models.student_source, student_state,
@@ -293,21 +292,21 @@ def distill_jobs(c: DeepFusionConfig, setup: Setup, phase1: dict, method: str,
 
 def distill_methods(c: DeepFusionConfig, setup: Setup, phase1: dict, methods: list[str],
                     ctx) -> dict[str, dict]:
-    """Phase II of every KD method at once (K tasks per method), one file per method. The proxies
-    and the pretrained student go to the object store once, not once per task."""
+    """Phase II of every KD method at once: one task per cluster distils every method's student
+    from one teacher forward per batch. The proxies and the pretrained student go to the object
+    store once, not once per task."""
     from orchestrator.runtime import share
 
-    proxies = [share(p) for p in phase1["proxies"]] if methods else []
-    start = student_release(c, setup, ctx) if methods else None
+    if not methods:
+        return {}
+    proxies = [share(p) for p in phase1["proxies"]]
+    start = student_release(c, setup, ctx)
     student = share(start) if start is not None else None
-    jobs = [j for m in methods
-            for j in distill_jobs(c, setup, phase1, m, ctx.seed, proxies, student)]
-    results = ctx.map(programs.distill_cluster, jobs, desc="Phase II distillation",
-                      num_gpus=task_gpus(c)) if jobs else []
-    K = len(phase1["teachers"])
-    return {m: {"students": [r["state"] for r in results[i * K:(i + 1) * K]],
-                "losses": [r["losses"] for r in results[i * K:(i + 1) * K]]}
-            for i, m in enumerate(methods)}
+    jobs = distill_jobs(c, setup, phase1, methods, ctx.seed, proxies, student)
+    clusters = ctx.map(programs.distill_cluster, jobs, desc="Phase II distillation",
+                       num_gpus=task_gpus(c))
+    return {m: {"students": [r[m]["state"] for r in clusters],
+                "losses": [r[m]["losses"] for r in clusters]} for m in methods}
 
 
 def task_gpus(c: DeepFusionConfig) -> float:
@@ -356,56 +355,55 @@ def _token_plan(c: DeepFusionConfig, blocks, steps: int, seed: int):
     return programs.batch_plan(blocks, steps, batch, np.random.default_rng(seed))
 
 
+def upcycling(c: DeepFusionConfig, seed: int) -> programs.Upcycling:
+    m = c.models
+    return programs.Upcycling(m.moe_family, m.size, m.student_source, vocab_size(c),
+                              c.moe.top_k, derive_seed(seed, 7), c.moe.gate_std)
+
+
+def scoring(c: DeepFusionConfig, setup: Setup) -> programs.Scoring:
+    return programs.Scoring(setup.test_blocks, setup.test_answers, c.run.round_eval_blocks,
+                            c.data.eval_batch_size)
+
+
 def upcycled_moe(c: DeepFusionConfig, students: list[dict], seed: int) -> tuple[dict, Any]:
     """Phase III's start (Eqs. 12-13): the K students upcycled into one MoE; (state, config)."""
-    from workloads.deepfusion.models import build_student
-    from workloads.deepfusion.upcycle import upcycle
-
-    models = []
-    for state in students:
-        s = build_student(c.models.moe_family, c.models.size, source=c.models.student_source,
-                          vocab_size=vocab_size(c))
-        s.load_state_dict(state)
-        models.append(s)
-    moe = upcycle(models, c.models.moe_family, c.moe.top_k, derive_seed(seed, 7), c.moe.gate_std)
+    moe = programs.upcycle_students(students, upcycling(c, seed))
     return {k: v.detach().clone() for k, v in moe.state_dict().items()}, moe.config
 
 
 def tune_methods(c: DeepFusionConfig, setup: Setup, students: dict[str, list[dict]],
                  ctx) -> dict[str, dict]:
     """Phase III of every KD method in `students` ({method: its K students}): upcycle, tune with
-    the experts frozen on the same public batches, evaluate. `run.phase3: ray_task` tunes every
-    method at once, one Ray task each; `ray_train` runs one expert-parallel job per method."""
+    the experts frozen on the same public batches, score. `run.phase3: ray_task` does all three
+    for every method at once, one Ray task each; `ray_train` runs one expert-parallel job per
+    method and scores on the driver."""
+    from orchestrator.runtime import share
+
     seed = ctx.seed
-    tokens = _token_plan(c, setup.public_blocks, c.moe.steps, derive_seed(seed, 8))
-    starts = {m: upcycled_moe(c, s, seed) for m, s in students.items()}
-    trained: dict[str, tuple[dict, dict]] = {}
-    if c.moe.steps == 0:
-        trained = {m: (init, {"losses": []}) for m, (init, _) in starts.items()}
-    elif c.run.phase3 == "ray_train":
-        for m, (init, config) in starts.items():
-            state, metrics = _ep_run(c, ctx, f"{m}-phase3", phase_deps(c, "phase3", m), config,
-                                     tokens, setup.test_blocks, EXPERT_PATTERNS, 0, c.moe.lr,
-                                     init_state=init)
-            trained[m] = state, {"losses": metrics["losses"],
-                                 "experts_by_rank": metrics["experts_by_rank"],
-                                 "ep_resumed_from_step": metrics["resumed_from_step"]}
-    else:
-        jobs = [programs.TuneJob(config, init, tokens, EXPERT_PATTERNS, c.moe.optimizer, c.moe.lr)
-                for init, config in starts.values()]
-        results = ctx.map(programs.tune_moe_in_process, jobs, desc="Phase III",
-                          num_gpus=task_gpus(c))
-        trained = {m: (r["state"], {"losses": r["losses"]}) for m, r in zip(starts, results)}
-    return {m: {"experts_by_rank": {}, **info, **scores(c, setup, starts[m][1], state)}
-            for m, (state, info) in trained.items()}
+    tokens = _token_plan(c, setup.public_blocks, c.moe.steps, derive_seed(seed, 8)) \
+        if c.moe.steps else None
+    if c.run.phase3 == "ray_train" and tokens is not None:
+        return {m: _tune_on_ray_train(c, setup, ctx, m, s, tokens) for m, s in students.items()}
+    jobs = [programs.TuneJob([share(x) for x in s], upcycling(c, seed), tokens, EXPERT_PATTERNS,
+                             c.moe.optimizer, c.moe.lr, scoring(c, setup))
+            for s in students.values()]
+    results = ctx.map(programs.tune_moe_in_process, jobs, desc="Phase III",
+                      num_gpus=task_gpus(c))
+    return {m: {"experts_by_rank": {}, **r} for m, r in zip(students, results)}
 
 
-def scores(c: DeepFusionConfig, setup: Setup, config, state: dict) -> dict:
-    """Table I/II on the test blocks, and the log-PPL on the blocks FedJETS is scored on after
-    each round (its bytes "at equal quality")."""
-    return {"final": _evaluate(c, config, state, setup.test_blocks, setup.test_answers),
-            "round_blocks_log_ppl": _evaluate(
-                c, config, state, setup.test_blocks[:c.run.round_eval_blocks])["log_ppl"]}
+def _tune_on_ray_train(c: DeepFusionConfig, setup: Setup, ctx, method: str, students: list,
+                       tokens) -> dict:
+    from workloads.common.tiny_lm import causal_lm_with_state
+
+    init, config = upcycled_moe(c, students, ctx.seed)
+    state, metrics = _ep_run(c, ctx, f"{method}-phase3", phase_deps(c, "phase3", method), config,
+                             tokens, setup.test_blocks, EXPERT_PATTERNS, 0, c.moe.lr,
+                             init_state=init)
+    return {"losses": metrics["losses"], "experts_by_rank": metrics["experts_by_rank"],
+            "ep_resumed_from_step": metrics["resumed_from_step"],
+            **programs.score(causal_lm_with_state(config, state), scoring(c, setup))}
 
 
 # --------------------------------------------------------------------------- baselines

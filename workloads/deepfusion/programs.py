@@ -4,10 +4,10 @@
   picked by memory, trains it on its private shard and uploads it once with its embedding e_n.
 * `FedJetsProgram` (FedJETS rounds, `Collect` reducer): a device routes its data through the
   global MoE, takes the compact MoE of its top experts, trains it and uploads it every round.
-* `distill_cluster` (Phase II, a `ctx.map` task): proxy teacher -> dense student, by the method's
-  KD loss (VAA, no-VAA, OFA-KD, FedMKT).
-* `tune_moe_in_process` (a `ctx.map` task): Phase III without Ray Train, for methods not in
-  `run.phase3: ray_task`.
+* `distill_cluster` (Phase II, a `ctx.map` task): proxy teacher -> one dense student per KD
+  method (VAA, no-VAA, OFA-KD, FedMKT, CE only), one teacher forward per batch for all.
+* `tune_moe_in_process` (a `ctx.map` task): Phase III without Ray Train (`run.phase3:
+  ray_task`): upcycle, tune and score one method's MoE.
 
 Phase III on Ray Train uses the core's `expert_parallel_train_loop` with
 `ExpertParallelJob.init_state` = the upcycled MoE's weights.
@@ -113,15 +113,14 @@ class LocalLmProgram:
         from workloads.deepfusion.clustering import device_embedding
         from workloads.deepfusion.data import lm_blocks
         from workloads.common.optim import make_optimizer
-        from workloads.deepfusion.models import (build_device_model, param_bytes,
+        from workloads.deepfusion.models import (device_model_with, param_bytes,
                                                  train_memory_bytes)
 
         s, seed = self.spec, task.seed
         texts = s.texts[device]
         blocks = lm_blocks(texts, self.tokenizer, s.seq_len)
-        model = build_device_model(s.models[device], s.size, vocab_size=vocab_size(s.vocab))
-        model.load_state_dict(s.releases[s.models[device]])
-        model.to(torch_device())
+        model = device_model_with(s.models[device], s.size, s.releases[s.models[device]],
+                                  vocab_size(s.vocab)).to(torch_device())
         optimizer = make_optimizer(model.parameters(), s.optimizer, s.lr)
         losses = _train_steps(model, blocks, s.steps, s.batch_size, optimizer,
                               derive_rng(seed, 101, device))
@@ -254,9 +253,14 @@ def make_fedjets_program(spec: FedJetsSpec) -> FedJetsProgram:
 
 
 # --------------------------------------------------------------------------- Phase II
+TEACHER_CACHE_MB = 1024  # a Phase II task keeps its teacher's outputs for every step up to this
+
+
 @dataclass(frozen=True)
 class DistillJob:
-    method: str               # deepfusion | deepfusion_no_vaa | ofa_kd | fedmkt
+    """Phase II of one cluster for every KD method in `methods` (one student each)."""
+
+    methods: tuple            # of deepfusion | deepfusion_no_vaa | ofa_kd | fedmkt | student_ce_only
     cluster: int
     teacher_name: str
     teacher_state: Any        # the proxy's weights (a `runtime.share` reference or a dict)
@@ -274,76 +278,156 @@ class DistillJob:
     vocab_size: Any = None    # a compact vocabulary's size, or None: the shared tokenizer's
 
 
-def _kd_step_fn(job: DistillJob, teacher, student):
-    """(extra trainable module or None, step(batch, optimizer) -> loss parts) for the method."""
+def _kd_step_fn(job: DistillJob, method: str, teacher_width: int, student):
+    """(extra trainable module or None, step(batch, teacher output, optimizer) -> loss parts)."""
     from workloads.deepfusion import distill as kd
     from workloads.deepfusion.vaa import LinearFeatureMap, ViewAlignedAttention
 
     d, v, b = job.distill, job.vaa, job.baselines
-    hs, ht, T = student.config.hidden_size, teacher.config.hidden_size, job.public_blocks.shape[1]
-    if job.method == "fedmkt":
-        return None, lambda x, opt: kd.fedmkt_step(teacher, student, x, opt, b.fedmkt_lambda,
-                                                   b.fedmkt_temperature)
-    if job.method == "ofa_kd":
+    hs, ht, T = student.config.hidden_size, teacher_width, job.public_blocks.shape[1]
+    if method == "student_ce_only":  # the control: the student on cross-entropy alone
+        return None, lambda x, t_out, opt: kd.ce_step(student, x, opt)
+    if method == "fedmkt":
+        return None, lambda x, t_out, opt: kd.fedmkt_step(t_out, student, x, opt,
+                                                          b.fedmkt_lambda, b.fedmkt_temperature)
+    if method == "ofa_kd":
         branches = kd.OfaBranches(hs, student.config.vocab_size, v.stages)
         w = kd.OfaWeights(b.ofa_eps, b.ofa_temperature, b.ofa_kd_weight, b.ofa_stage_weight)
-        return branches, lambda x, opt: kd.ofa_step(teacher, student, branches, x, opt, w)
+        return branches, lambda x, t_out, opt: kd.ofa_step(t_out, student, branches, x, opt, w)
     aligner = (ViewAlignedAttention(hs, ht, T, v.stages, v.queries, v.dim, v.heads,
-                                    v.position_embedding) if job.method == "deepfusion"
+                                    v.position_embedding) if method == "deepfusion"
                else LinearFeatureMap(hs, ht, v.stages))
-    # the control: the same step with alpha = beta = 0, i.e. the student on cross-entropy alone
-    alpha, beta = (0.0, 0.0) if job.method == "student_ce_only" else (d.alpha, d.beta)
-    w = kd.KDWeights(alpha, beta, d.temperature)
-    return aligner, lambda x, opt: kd.distill_step(teacher, student, aligner, x, opt, w)
+    w = kd.KDWeights(d.alpha, d.beta, d.temperature)
+    return aligner, lambda x, t_out, opt: kd.distill_step(t_out, student, aligner, x, opt, w)
 
 
-def distill_cluster(job: DistillJob) -> dict:
-    """Phase II for one cluster: the student's state dict and the loss history."""
+def _teacher_outputs(teacher, batches: list, needed: bool):
+    """i -> the teacher's output on batch i (None when no method needs it): every output
+    computed once and kept when they fit `TEACHER_CACHE_MB`, else recomputed on each call."""
+    from workloads.deepfusion.distill import teacher_forward
+
+    if not needed:
+        return lambda i: None
+    c = teacher.config
+    floats = batches[0].numel() * (c.vocab_size + (c.num_hidden_layers + 1) * c.hidden_size)
+    if 4 * floats * len(batches) > TEACHER_CACHE_MB * 2**20:
+        return lambda i: teacher_forward(teacher, batches[i])
+    return [teacher_forward(teacher, x) for x in batches].__getitem__
+
+
+def distill_cluster(job: DistillJob) -> dict[str, dict]:
+    """Phase II for one cluster: {method: {"state": the student's, "losses": its history}}. Every
+    method draws the same batches from `batch_seed`, so the proxy teacher runs once per batch
+    for all of them."""
     import torch
 
-    from workloads.common.optim import make_optimizer
-    from workloads.deepfusion.models import build_device_model, build_student
+    from workloads.deepfusion.models import device_model_with
 
     torch.set_num_threads(1)
     device = torch_device()
-    teacher = build_device_model(job.teacher_name, job.size, vocab_size=job.vocab_size)
-    teacher.load_state_dict(fetch(job.teacher_state))
-    teacher = teacher.to(device)
-    student = build_student(job.moe_family, job.size, seed=job.student_seed,
-                            source=job.student_source, vocab_size=job.vocab_size)
-    if job.student_state is not None:
-        student.load_state_dict(fetch(job.student_state))
-    student = student.to(device)
+    teacher = device_model_with(job.teacher_name, job.size, fetch(job.teacher_state),
+                                job.vocab_size).to(device)
+    rng, blocks = derive_rng(job.batch_seed), job.public_blocks
+    batches = [blocks[torch.as_tensor(rng.choice(len(blocks), size=min(job.batch_size,
+                                                                     len(blocks)),
+                                                 replace=False))].to(device)
+               for _ in range(job.distill.steps)]
+    teacher_out = _teacher_outputs(teacher, batches,
+                                   any(m != "student_ce_only" for m in job.methods))
+    start = fetch(job.student_state) if job.student_state is not None else None
+    return {m: _distill_student(job, m, teacher.config.hidden_size, start, batches, teacher_out)
+            for m in job.methods}
+
+
+def _distill_student(job: DistillJob, method: str, teacher_width: int, start: dict | None,
+                     batches: list, teacher_out) -> dict:
+    """One method's student, from `start` (or its seed), through every batch."""
+    import torch
+
+    from workloads.common.optim import make_optimizer
+    from workloads.common.tiny_lm import causal_lm_with_state
+    from workloads.deepfusion.models import build_student, student_config
+
+    device = torch_device()
+    student = (build_student(job.moe_family, job.size, seed=job.student_seed,
+                             source=job.student_source, vocab_size=job.vocab_size)
+               if start is None else
+               causal_lm_with_state(student_config(job.moe_family, job.size, job.student_source,
+                                                   job.vocab_size), start)).to(device)
     torch.manual_seed(job.batch_seed)  # the aligner's / branches' init
-    extra, step = _kd_step_fn(job, teacher, student)
+    extra, step = _kd_step_fn(job, method, teacher_width, student)
     if extra is not None:
         extra.to(device)  # in place: `step` holds the same module
     params = list(student.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = make_optimizer(params, job.distill.optimizer, job.distill.lr)
-    rng, blocks, history = derive_rng(job.batch_seed), job.public_blocks, []
-    for _ in range(job.distill.steps):
-        idx = rng.choice(len(blocks), size=min(job.batch_size, len(blocks)), replace=False)
-        history.append(step(blocks[torch.as_tensor(idx)].to(device), optimizer))
-    return {"state": cpu_state(student), "losses": [h["loss"] for h in history]}
+    losses = [step(x, teacher_out(i), optimizer)["loss"] for i, x in enumerate(batches)]
+    return {"state": cpu_state(student), "losses": losses}
 
 
 # --------------------------------------------------------------------------- Phase III
 @dataclass(frozen=True)
-class TuneJob:
-    """Phase III without Ray Train: the same batches, optimizer and clipping as the EP path."""
+class Upcycling:
+    """How K dense students become the MoE (Eqs. 12-13)."""
 
-    moe_config: Any
-    init_state: dict
-    tokens: Any               # (steps, batch, T), as in ExpertParallelJob
+    moe_family: str
+    size: str
+    source: Any               # the pretrained model the students' shape comes from, or None
+    vocab_size: Any
+    top_k: int
+    seed: int                 # the fresh gate's
+    gate_std: float
+
+
+def upcycle_students(states: list[dict], u: Upcycling):
+    """The MoE upcycled from the students whose weights are `states`."""
+    from workloads.common.tiny_lm import causal_lm_with_state
+    from workloads.deepfusion.models import student_config
+    from workloads.deepfusion.upcycle import upcycle
+
+    config = student_config(u.moe_family, u.size, u.source, u.vocab_size)
+    return upcycle([causal_lm_with_state(config, s) for s in states], u.moe_family, u.top_k,
+                   u.seed, u.gate_std)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The held-out data every final model is scored on (Tables I and II)."""
+
+    test_blocks: Any
+    answers: Any              # (ids, mask) of held-out records (answer-only accuracy), or None
+    round_blocks: int         # FedJETS is scored on the first this many after each round
+    batch_size: int
+
+
+def score(model, s: Scoring) -> dict:
+    """Table I/II on the test blocks (`final`), and the log-PPL on FedJETS' round blocks, for its
+    bytes "at equal quality" (the same number when those are all the test blocks)."""
+    from workloads.deepfusion.metrics import evaluate_lm
+
+    final = evaluate_lm(model, s.test_blocks, s.batch_size, s.answers)
+    on_rounds = final["log_ppl"] if s.round_blocks >= len(s.test_blocks) else \
+        evaluate_lm(model, s.test_blocks[:s.round_blocks], s.batch_size)["log_ppl"]
+    return {"final": final, "round_blocks_log_ppl": on_rounds}
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """Phase III without Ray Train, in one task: upcycle the K students, tune the MoE on the same
+    batches with the same optimizer and clipping as the EP path, score it."""
+
+    students: list            # the K students' weights (`runtime.share` references or dicts)
+    upcycling: Upcycling
+    tokens: Any               # (steps, batch, T), as in ExpertParallelJob; None: no tuning
     frozen: tuple[str, ...]
     optimizer: str
     lr: float
+    scoring: Scoring
     grad_clip: float = 1.0
 
 
 def tune_moe_in_process(job: TuneJob) -> dict:
+    """{"losses": per step, "final": ..., "round_blocks_log_ppl": ...} (`score`)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from orchestrator.train import freeze_matching
     from workloads.common.optim import make_optimizer
@@ -351,14 +435,12 @@ def tune_moe_in_process(job: TuneJob) -> dict:
 
     torch.set_num_threads(1)
     device = torch_device()
-    model = AutoModelForCausalLM.from_config(job.moe_config)
-    model.load_state_dict(job.init_state, strict=True)
-    model = model.to(device)
+    model = upcycle_students([fetch(s) for s in job.students], job.upcycling).to(device)
     freeze_matching(model, job.frozen)
     optimizer = make_optimizer(model.parameters(), job.optimizer, job.lr)
     model.train()
     losses = []
-    for batch in job.tokens:
+    for batch in job.tokens if job.tokens is not None else ():
         optimizer.zero_grad(set_to_none=True)
         loss = causal_lm_loss(model, batch.to(device))
         loss.backward()
@@ -366,7 +448,7 @@ def tune_moe_in_process(job: TuneJob) -> dict:
                                        job.grad_clip)
         optimizer.step()
         losses.append(float(loss.detach()))
-    return {"state": cpu_state(model), "losses": losses}
+    return {"losses": losses, **score(model.to("cpu"), job.scoring)}
 
 
 def batch_plan(blocks, steps: int, batch_size: int, rng: np.random.Generator):

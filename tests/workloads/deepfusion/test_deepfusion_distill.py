@@ -69,7 +69,8 @@ def test_distill_step_trains_student_and_aligner_but_not_teacher(pair, batch, al
     opt = make_optimizer(list(student.parameters()) + list(module.parameters()), "adamw", 1e-3)
     t_before = [p.clone() for p in teacher.parameters()]
     a_before = [p.clone() for p in module.parameters()]
-    out = D.distill_step(teacher, student, module, batch, opt, D.KDWeights(1.0, 1.0, 2.0))
+    out = D.distill_step(D.teacher_forward(teacher, batch), student, module, batch, opt,
+                         D.KDWeights(1.0, 1.0, 2.0))
     assert set(out) == {"loss", "ce", "fm", "kl"} and all(v >= 0 for v in out.values())
     assert out["loss"] == pytest.approx(out["ce"] + out["fm"] + out["kl"], rel=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(t_before, teacher.parameters()))
@@ -80,8 +81,39 @@ def test_ofa_and_fedmkt_steps_train_the_student(pair, batch):
     teacher, student = pair
     branches = D.OfaBranches(64, student.config.vocab_size, stages=2)
     opt = make_optimizer(list(student.parameters()) + list(branches.parameters()), "adamw", 1e-3)
-    out = D.ofa_step(teacher, student, branches, batch, opt, D.OfaWeights())
+    t_out = D.teacher_forward(teacher, batch)
+    out = D.ofa_step(t_out, student, branches, batch, opt, D.OfaWeights())
     assert out["ofa_stages"] > 0 and out["loss"] == pytest.approx(
         out["ce"] + out["ofa"] + out["ofa_stages"], rel=1e-5)
-    out = D.fedmkt_step(teacher, student, batch, make_optimizer(student.parameters(), "adamw", 1e-3))
+    out = D.fedmkt_step(t_out, student, batch, make_optimizer(student.parameters(), "adamw", 1e-3))
     assert out["loss"] == pytest.approx(0.5 * out["ce"] + 0.5 * out["kl"], rel=1e-5)
+
+
+def _cluster_job(methods):
+    from workloads.deepfusion.config import BaselineConfig, DistillConfig, VaaConfig
+    from workloads.deepfusion.programs import DistillJob
+
+    teacher = build_device_model("gpt2", "tiny", seed=3).state_dict()
+    blocks = torch.randint(0, 500, (12, 16), generator=torch.Generator().manual_seed(0))
+    return DistillJob(tuple(methods), 0, "gpt2", teacher, blocks, "tiny", "qwen3_moe", 1, None,
+                      None, 2, DistillConfig(steps=3), VaaConfig(stages=2, queries=8, dim=16,
+                                                                  heads=2), BaselineConfig(), 4)
+
+
+def test_one_teacher_forward_per_batch_gives_each_method_the_student_it_gets_alone(monkeypatch):
+    """Phase II runs every method of a cluster in one task on the same batches: keeping the
+    teacher's outputs (or recomputing them past TEACHER_CACHE_MB) changes no student."""
+    from dataclasses import replace
+
+    from workloads.deepfusion import programs
+
+    job = _cluster_job(["deepfusion", "ofa_kd", "fedmkt", "student_ce_only"])
+    together = programs.distill_cluster(job)
+    monkeypatch.setattr(programs, "TEACHER_CACHE_MB", 0)
+    recomputed = programs.distill_cluster(job)
+    for m in job.methods:
+        alone = programs.distill_cluster(replace(job, methods=(m,)))[m]
+        for result in (together[m], recomputed[m]):
+            assert result["losses"] == alone["losses"] and len(alone["losses"]) == 3
+            assert all(torch.equal(result["state"][k], v) for k, v in alone["state"].items())
+    assert together["deepfusion"]["losses"] != together["student_ce_only"]["losses"]
