@@ -219,7 +219,8 @@ def run_phase0(c: DeepFusionConfig, setup: Setup, ctx) -> dict:
                               c.local.steps, cl.embedding, cl.embedding_dim,
                               derive_seed(seed, 3), c.models.dtype_bytes,
                               releases(c, setup, ctx), c.models.finetune, c.models.lora_rank,
-                              str(upload_dir(c, ctx)), vocabulary(c))
+                              str(upload_dir(c, ctx)), vocabulary(c), setup.test_blocks,
+                              c.data.eval_batch_size)
     with ctx.federation.session(fed, functools.partial(programs.make_local_program, spec),
                                 setup.population) as fl:
         updates, reports = fl.map(range(fed.num_devices), {})
@@ -260,9 +261,8 @@ def cluster_devices(c: DeepFusionConfig, setup: Setup, phase0: dict, seed: int) 
             "proxies": proxies,
             "proxy_log_ppl": [device_log_ppl(c, t, p, setup.test_blocks)
                               for t, p in zip(teachers, proxies)],
-            "member_log_ppl": [[device_log_ppl(c, teachers[i], programs.uploaded(states[n]),
-                                               setup.test_blocks) for n in m]
-                               for i, m in enumerate(members)]}
+            "member_log_ppl": [[phase0["device_metrics"]["held_out_log_ppl"][n] for n in m]
+                               for m in members]}  # each device scored its own
 
 
 def device_log_ppl(c: DeepFusionConfig, model_name: str, state: dict, blocks) -> float:

@@ -91,6 +91,9 @@ class LocalSpec:
     upload_dir: str = ""      # where a device leaves its model (a folder every node reads):
                               # the server then holds one at a time, not all N; "": in memory
     vocab: Any = None         # the compact vocabulary's shared token ids, or None: the full one
+    eval_blocks: Any = None   # held-out blocks each device scores its model on (the simulation's
+                              # record, beside the proxies' in Phase I; nothing trains on them)
+    eval_batch_size: int = 16
 
 
 class LocalLmProgram:
@@ -112,6 +115,7 @@ class LocalLmProgram:
 
         from workloads.deepfusion.clustering import device_embedding
         from workloads.deepfusion.data import lm_blocks
+        from workloads.deepfusion.metrics import evaluate_lm
         from workloads.common.optim import make_optimizer
         from workloads.deepfusion.models import (device_model_with, param_bytes,
                                                  train_memory_bytes)
@@ -129,7 +133,9 @@ class LocalLmProgram:
         n_params = sum(p.numel() for p in model.parameters())
         flops = 6.0 * n_params * s.steps * min(s.batch_size, len(blocks)) * s.seq_len
         model_bytes = param_bytes(model, s.dtype_bytes)
-        metrics = {"loss": losses[-1] if losses else float("nan"),
+        held_out = {} if s.eval_blocks is None else {"held_out_log_ppl": evaluate_lm(
+            model, s.eval_blocks.to(torch_device()), s.eval_batch_size)["log_ppl"]}
+        metrics = {**held_out, "loss": losses[-1] if losses else float("nan"),
                    "model_bytes": float(model_bytes),
                    "memory_bytes": float(train_memory_bytes(
                        model, s.optimizer, s.batch_size, s.seq_len, s.dtype_bytes,
