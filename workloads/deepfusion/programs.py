@@ -312,7 +312,7 @@ def _teacher_outputs(teacher, batches: list, needed: bool):
     computed once and kept when they fit `TEACHER_CACHE_MB`, else recomputed on each call."""
     from workloads.deepfusion.distill import teacher_forward
 
-    if not needed:
+    if not needed or not batches:  # distill.steps: 0 draws no batch
         return lambda i: None
     c = teacher.config
     floats = batches[0].numel() * (c.vocab_size + (c.num_hidden_layers + 1) * c.hidden_size)
