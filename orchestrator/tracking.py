@@ -486,10 +486,11 @@ def ui_command(cfg_uri: str) -> str:
 
 
 def runs_url(experiment_id: str, run_id: str | None = None, port: int = UI_PORT) -> str:
-    """The UI page of an experiment's runs (or of one run): MLflow 3 otherwise lands on its
-    GenAI overview, not the runs."""
-    base = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}"
-    return f"{base}/runs/{run_id}" if run_id else f"{base}/runs?workflowType=machine_learning"
+    """The UI page of an experiment's runs (or of one run), in MLflow 3's model-training view:
+    without `workflowType` the experiment lands on the GenAI overview and a run opens under
+    "Evaluations" (both seen in headless Chromium, MLflow 3.17)."""
+    base = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+    return f"{base}{'/' + run_id if run_id else ''}?workflowType=machine_learning"
 
 
 # --------------------------------------------------------------------------- reading back

@@ -108,7 +108,8 @@ def test_the_ui_command_is_the_light_loopback_one_and_the_link_opens_the_runs():
     assert "--host 127.0.0.1" in command and "--workers 1" in command
     assert command.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui")
     assert runs_url("3") == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
-    assert runs_url("3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert runs_url("3", "abc") == \
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
 
 
 def test_a_parent_run_describes_the_command_that_made_it_with_secrets_masked(workdir):

@@ -39,7 +39,7 @@ def test_run_leaves_a_parent_with_one_child_per_mechanism(workdir, capsys):
     (parent,) = parents
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["run_id"] == parent.info.run_id and summary["rows"]
-    assert summary["run_url"].endswith(f"/runs/{parent.info.run_id}")
+    assert f"/runs/{parent.info.run_id}?" in summary["run_url"]
     mechanisms = parent.data.params["aeria.mechanisms"]
     kids = children[parent.info.run_id]
     assert parent.info.status == "FINISHED"
