@@ -116,19 +116,15 @@ def initial_moe_state(c: DeepFusionConfig, seed: int, student: dict | None) -> d
     """Where the MoE-trained baselines (centralized, FedJETS) start. With a pretrained student
     (`student`: its release weights, as DeepFusion's students start): the MoE upcycled from K
     copies of it (every expert its FFN, a fresh gate); else a random MoE from `seed`."""
-    from orchestrator.train import build_causal_lm
-    from workloads.common.tiny_lm import causal_lm_with_state
-    from workloads.deepfusion.models import student_config
-    from workloads.deepfusion.upcycle import upcycle
+    from dataclasses import replace
 
-    m = c.models
+    from orchestrator.train import build_causal_lm
+
     if student is None:
         moe = build_causal_lm(_moe_config(c), seed)
-    else:
-        dense = causal_lm_with_state(student_config(m.moe_family, m.size, m.student_source,
-                                                    vocab_size(c)), student)
-        moe = upcycle([dense] * c.moe.num_experts, m.moe_family, c.moe.top_k, seed,
-                      c.moe.gate_std)
+    else:  # the one upcycling path Phase III takes, its gate drawn from `seed`
+        moe = programs.upcycle_students([student] * c.moe.num_experts,
+                                        replace(upcycling(c, 0), seed=seed))
     return {k: v.detach().clone() for k, v in moe.state_dict().items()}
 
 
